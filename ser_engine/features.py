@@ -1,0 +1,500 @@
+"""Feature extraction: one STFT per clip, many descriptors, summarised over time.
+
+Every descriptor is derived from a **single** short-time Fourier transform
+of the clip (plus the time-domain zero-crossing rate and, optionally, a YIN
+pitch track): MFCC and their deltas, mel bands, chroma, spectral contrast,
+tonnetz (from that chroma, not from a harmonic/CQT pass), spectral shape and
+prosody.  The frame-level descriptors are summarised over time by a fixed set
+of statistics, giving one fixed-length vector per clip.
+
+What is computed is fixed by a frozen, versioned :class:`FeatureConfig`,
+saved in every model bundle so that training and prediction always agree.
+Filter banks depend only on the configuration, so they are built once per
+process and cached, not rebuilt per call as ``librosa.feature.chroma_stft``
+does.
+
+References
+----------
+The "tutorial" configuration reproduces the feature set of the widely copied
+RAVDESS tutorial recipe (per-file means of 40 MFCC, 12 chroma and 128 mel
+bands; e.g. the "Speech Emotion Recognition" project of DataFlair, 2019).
+Spectral contrast: Jiang et al., "Music type classification by spectral
+contrast feature", ICME 2002.  Tonnetz: Harte, Sandler & Gasser, "Detecting
+harmonic change in musical audio", ACM MM workshop 2006.  YIN: de Cheveigné &
+Kawahara, JASA 111(4), 2002.  Deltas: Furui, IEEE TASSP 34(1), 1986.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import librosa
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+from .audio import TARGET_SR, AudioLimits, load_audio
+
+__all__ = [
+    "FEATURE_VERSION",
+    "FeatureConfig",
+    "STATISTICS",
+    "DESCRIPTOR_GROUPS",
+    "stft_magnitude",
+    "extract_features",
+    "extract_many",
+]
+
+FEATURE_VERSION: Final[int] = 1
+"""Version of the extraction code; bump whenever the numbers it gives change."""
+
+STATISTICS: Final[tuple[str, ...]] = ("mean", "std", "p10", "p50", "p90", "slope")
+"""Summary statistics known to :class:`FeatureConfig` (slope: least-squares
+slope against time normalised to [-0.5, 0.5], i.e. change over the clip)."""
+
+DESCRIPTOR_GROUPS: Final[tuple[str, ...]] = (
+    "mfcc", "mfcc_delta", "mfcc_delta2", "mel", "chroma", "contrast", "tonnetz", "spectral", "prosody",
+)  # fmt: skip
+"""Frame-level descriptor groups, in the order they appear in the vector."""
+
+_AMIN: Final[float] = 1e-10
+_SPECTRAL_NAMES: Final[tuple[str, ...]] = ("centroid", "bandwidth", "rolloff", "flatness", "zcr", "rms_db")
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    """What :func:`extract_features` computes; frozen and versioned.
+
+    Parameters
+    ----------
+    sr : int
+        Sample rate in Hz the signal must have.
+    n_fft, win_length, hop_length : int
+        STFT size, window length and hop in samples (defaults 512 / 400 / 160:
+        25 ms Hann windows every 10 ms at 16 kHz, the usual speech framing).
+    n_mfcc : int
+        Number of MFCC (type-II orthonormal DCT of the log-mel spectrum).
+    n_mels : int
+        Number of mel bands (Slaney mel scale, as librosa).
+    fmin, fmax : float
+        Frequency range of the mel filter bank in Hz (``fmax=None``: sr / 2).
+    groups : tuple of str
+        Descriptor groups to include, a subset of :data:`DESCRIPTOR_GROUPS`.
+    stats : tuple of str
+        Statistics over time, a subset of :data:`STATISTICS`.
+    log_mel : bool
+        Summarise log-mel (dB) bands instead of raw mel power.
+    level_dbfs : float or None
+        Scale each clip so its active frames have this RMS level in dBFS
+        (``None``: keep the recorded level).
+    trim_db : float or None
+        Drop leading and trailing frames quieter than the loudest frame by
+        more than this many dB (``None``: keep all frames).
+    fmin_f0, fmax_f0 : float
+        Pitch search range of YIN in Hz (prosody group).
+    version : int
+        Extraction code version the configuration was written with.
+    """
+
+    sr: int = TARGET_SR
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mfcc: int = 40
+    n_mels: int = 64
+    fmin: float = 0.0
+    fmax: float | None = None
+    groups: tuple[str, ...] = DESCRIPTOR_GROUPS
+    stats: tuple[str, ...] = ("mean", "std", "p10", "p50", "p90", "slope")
+    log_mel: bool = True
+    level_dbfs: float | None = -23.0
+    trim_db: float | None = 40.0
+    fmin_f0: float = 60.0
+    fmax_f0: float = 500.0
+    version: int = FEATURE_VERSION
+    _names: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        bad_groups = set(self.groups) - set(DESCRIPTOR_GROUPS)
+        bad_stats = set(self.stats) - set(STATISTICS)
+        if bad_groups or bad_stats or not self.groups or not self.stats:
+            raise ValueError(f"FeatureConfig: unknown or empty groups {sorted(bad_groups)} / stats {sorted(bad_stats)}")
+        if not (0 < self.win_length <= self.n_fft and 0 < self.hop_length):
+            raise ValueError("FeatureConfig: need 0 < win_length <= n_fft and hop_length > 0")
+        if self.version > FEATURE_VERSION:
+            raise ValueError(f"FeatureConfig version {self.version} is newer than this engine ({FEATURE_VERSION})")
+        # Keep the canonical group order whatever order the caller gave.
+        object.__setattr__(self, "groups", tuple(g for g in DESCRIPTOR_GROUPS if g in self.groups))
+        object.__setattr__(self, "stats", tuple(s for s in STATISTICS if s in self.stats))
+        object.__setattr__(self, "_names", tuple(self._build_names()))
+
+    # ------------------------------------------------------------ presets
+    @classmethod
+    def tutorial(cls) -> FeatureConfig:
+        """The classic tutorial recipe: per-file means of 40 MFCC, chroma, mel.
+
+        librosa's defaults of that recipe (2048-point FFT, 512 hop, 128 raw
+        mel power bands, no trimming or level normalisation), 180 features.
+        """
+        return cls(
+            n_fft=2048, win_length=2048, hop_length=512, n_mels=128,
+            groups=("mfcc", "chroma", "mel"), stats=("mean",),
+            log_mel=False, level_dbfs=None, trim_db=None,
+        )  # fmt: skip
+
+    # ------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict (``from_dict`` inverts it)."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self) if f.init}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
+        """Build a config from :meth:`to_dict` output.
+
+        Raises
+        ------
+        ValueError
+            Unknown keys, or a version newer than this engine.
+        """
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"FeatureConfig: unknown keys {sorted(unknown)}")
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+        return cls(**kwargs)
+
+    # ------------------------------------------------------------- layout
+    @property
+    def n_features(self) -> int:
+        """Length of the feature vector."""
+        return len(self._names)
+
+    def feature_names(self) -> tuple[str, ...]:
+        """Name of every entry of the vector, e.g. ``"mfcc_3_std"``."""
+        return self._names
+
+    def group_rows(self, group: str) -> tuple[str, ...]:
+        """Row names of one frame-level descriptor group."""
+        if group in ("mfcc", "mfcc_delta", "mfcc_delta2"):
+            return tuple(f"{group}_{i}" for i in range(self.n_mfcc))
+        if group == "mel":
+            return tuple(f"mel_{i}" for i in range(self.n_mels))
+        if group == "chroma":
+            return tuple(f"chroma_{i}" for i in range(12))
+        if group == "contrast":
+            return tuple(f"contrast_{i}" for i in range(7))
+        if group == "tonnetz":
+            return tuple(f"tonnetz_{i}" for i in range(6))
+        if group == "spectral":
+            return _SPECTRAL_NAMES
+        if group == "prosody":
+            return ("f0_semitones",)
+        raise ValueError(group)
+
+    def _build_names(self) -> list[str]:
+        names = [f"{row}_{s}" for g in self.groups for row in self.group_rows(g) for s in self.stats]
+        if "prosody" in self.groups:
+            names += ["voiced_ratio", "voicing_onsets_per_s"]
+        return names
+
+
+# ----------------------------------------------------------------- caches
+@functools.lru_cache(maxsize=16)
+def _window_energy(win_length: int) -> float:
+    """Sum of squares of the periodic Hann window of ``win_length`` samples."""
+    return float(np.sum(scipy.signal.get_window("hann", win_length, fftbins=True) ** 2))
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _chroma_basis(sr: int, n_fft: int) -> np.ndarray:
+    return librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=0.0, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _fft_freqs(sr: int, n_fft: int) -> np.ndarray:
+    return librosa.fft_frequencies(sr=sr, n_fft=n_fft).astype(np.float32)
+
+
+# ---------------------------------------------------------------- helpers
+def stft_magnitude(*, y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Magnitude STFT as :func:`extract_features` expects it.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Mono signal at ``config.sr`` Hz.
+    config : FeatureConfig
+        Gives ``n_fft``, ``win_length`` and ``hop_length``.
+
+    Returns
+    -------
+    np.ndarray, shape (1 + n_fft // 2, n_frames), float32
+        ``|STFT|`` with centred, zero-padded Hann frames.
+    """
+    return np.abs(
+        librosa.stft(
+            y, n_fft=config.n_fft, hop_length=config.hop_length, win_length=config.win_length,
+            window="hann", center=True, pad_mode="constant",
+        )
+    ).astype(np.float32, copy=False)  # fmt: skip
+
+
+def _summarise(M: np.ndarray, stats: Sequence[str]) -> np.ndarray:
+    """Statistics over time of each row: (n_rows, T) -> (n_rows * n_stats,)."""
+    n_rows, T = M.shape
+    out = np.empty((n_rows, len(stats)), dtype=np.float64)
+    if T == 0:
+        out[:] = 0.0
+        return out.ravel()
+    M64 = M.astype(np.float64, copy=False)
+    pct_idx = [i for i, s in enumerate(stats) if s in ("p10", "p50", "p90")]
+    if pct_idx:
+        q = [float(stats[i][1:]) for i in pct_idx]
+        out[:, pct_idx] = np.percentile(M64, q, axis=1).T
+    for i, s in enumerate(stats):
+        if s == "mean":
+            out[:, i] = M64.mean(axis=1)
+        elif s == "std":
+            out[:, i] = M64.std(axis=1)
+        elif s == "slope":
+            if T < 2:
+                out[:, i] = 0.0
+            else:
+                t = np.linspace(-0.5, 0.5, T)
+                out[:, i] = (M64 - M64.mean(axis=1, keepdims=True)) @ t / float(t @ t)
+    return out.ravel()
+
+
+def _active_span(power_db: np.ndarray, trim_db: float | None) -> slice:
+    """Frames from the first to the last one within ``trim_db`` of the loudest."""
+    if trim_db is None or power_db.size == 0:
+        return slice(0, power_db.size)
+    active = np.flatnonzero(power_db >= power_db.max() - trim_db)
+    return slice(int(active[0]), int(active[-1]) + 1)
+
+
+# ------------------------------------------------------------- extraction
+def extract_features(
+    *,
+    y: np.ndarray | None = None,
+    sr: int = TARGET_SR,
+    S: np.ndarray | None = None,
+    config: FeatureConfig | None = None,
+) -> np.ndarray:
+    """Summarise one clip as a fixed-length feature vector.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,), optional
+        Mono signal at ``sr`` Hz.  Needed for the ``spectral`` (zero-crossing
+        rate) and ``prosody`` (YIN) groups and for ``level_dbfs``.
+    sr : int
+        Sample rate of ``y`` in Hz; must equal ``config.sr``.
+    S : np.ndarray, shape (1 + n_fft // 2, n_frames), optional
+        Precomputed magnitude STFT of ``y`` from :func:`stft_magnitude`.
+        Computed from ``y`` when omitted.
+    config : FeatureConfig, optional
+        What to compute (default ``FeatureConfig()``).
+
+    Returns
+    -------
+    np.ndarray, shape (config.n_features,), float32
+        Finite values, laid out as ``config.feature_names()``.
+
+    Raises
+    ------
+    ValueError
+        Neither ``y`` nor ``S`` given, ``sr`` differs from ``config.sr``,
+        ``S`` has the wrong number of bins, or ``y`` is needed but missing.
+    """
+    config = config or FeatureConfig()
+    if sr != config.sr:
+        raise ValueError(f"extract_features: sr={sr} but the config expects {config.sr} Hz")
+    if y is None and S is None:
+        raise ValueError("extract_features: give y, S or both")
+    needs_y = "prosody" in config.groups or "spectral" in config.groups
+    if y is None and needs_y:
+        raise ValueError("extract_features: groups 'spectral' and 'prosody' need the signal y")
+
+    gain = 1.0
+    if S is None:
+        assert y is not None
+        S = stft_magnitude(y=y, config=config)
+    if S.shape[0] != 1 + config.n_fft // 2:
+        raise ValueError(f"extract_features: S has {S.shape[0]} bins, expected {1 + config.n_fft // 2}")
+
+    P = np.square(S, dtype=np.float32)
+    frame_power = P.sum(axis=0)
+    frame_db = 10.0 * np.log10(np.maximum(frame_power, _AMIN))
+    span = _active_span(frame_db, config.trim_db)
+    if config.level_dbfs is not None and frame_db.size:
+        # Level of the loud frames (within 30 dB of the loudest kept one), as
+        # RMS re full scale: by Parseval, a frame of RMS r gives a one-sided
+        # power sum of about r^2 * n_fft * sum(w^2) / 2.
+        kept = frame_db[span]
+        loud = kept[kept >= kept.max() - 30.0]
+        power = float(np.mean(10.0 ** (loud / 10.0)))
+        level = 10.0 * np.log10(max(2.0 * power / (config.n_fft * _window_energy(config.win_length)), _AMIN))
+        gain = 10.0 ** ((config.level_dbfs - level) / 20.0)
+    S = S[:, span] * np.float32(gain)
+    P = P[:, span] * np.float32(gain * gain)
+    T = S.shape[1]
+
+    parts: list[np.ndarray] = []
+    need_mel = any(g in config.groups for g in ("mfcc", "mfcc_delta", "mfcc_delta2", "mel"))
+    log_mel = mel = None
+    if need_mel:
+        mel = _mel_basis(config.sr, config.n_fft, config.n_mels, config.fmin, config.fmax) @ P
+        log_mel = librosa.power_to_db(mel, ref=1.0, amin=_AMIN, top_db=None)
+    mfcc = None
+    if any(g in config.groups for g in ("mfcc", "mfcc_delta", "mfcc_delta2")):
+        mfcc = scipy.fft.dct(log_mel, axis=0, type=2, norm="ortho")[: config.n_mfcc]
+    chroma = None
+    if "chroma" in config.groups or "tonnetz" in config.groups:
+        raw = _chroma_basis(config.sr, config.n_fft) @ P
+        chroma = librosa.util.normalize(raw, norm=np.inf, axis=0)
+    freqs = _fft_freqs(config.sr, config.n_fft)
+    width = 9 if T >= 9 else (T if T % 2 == 1 else T - 1)
+
+    for group in config.groups:
+        if group == "mfcc":
+            M = mfcc
+        elif group in ("mfcc_delta", "mfcc_delta2"):
+            order = 1 if group == "mfcc_delta" else 2
+            M = librosa.feature.delta(mfcc, width=width, order=order, axis=-1) if width >= 3 else np.zeros_like(mfcc)
+        elif group == "mel":
+            M = log_mel if config.log_mel else mel
+        elif group == "chroma":
+            M = chroma
+        elif group == "contrast":
+            M = librosa.feature.spectral_contrast(S=S, sr=config.sr, n_fft=config.n_fft, freq=freqs) if T else np.zeros((7, 0))
+        elif group == "tonnetz":
+            M = librosa.feature.tonnetz(chroma=chroma, sr=config.sr) if T else np.zeros((6, 0))
+        elif group == "spectral":
+            M = _spectral_shape(S, P, freqs, y, gain, span, config)
+        elif group == "prosody":
+            f0_row, voiced_ratio, onsets_per_s = _prosody(y, gain, span, frame_db[span], config)
+            parts.append(_summarise(f0_row, config.stats))
+            continue
+        else:  # pragma: no cover - guarded by __post_init__
+            raise AssertionError(group)
+        parts.append(_summarise(np.asarray(M), config.stats))
+    if "prosody" in config.groups:
+        parts.append(np.array([voiced_ratio, onsets_per_s]))
+    out = np.concatenate(parts).astype(np.float32)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _spectral_shape(
+    S: np.ndarray, P: np.ndarray, freqs: np.ndarray, y: np.ndarray | None, gain: float, span: slice, config: FeatureConfig
+) -> np.ndarray:
+    """Centroid, bandwidth, 85 % roll-off (kHz), flatness, ZCR, RMS (dB): (6, T)."""
+    T = S.shape[1]
+    out = np.zeros((6, T), dtype=np.float64)
+    if T == 0:
+        return out
+    total = S.sum(axis=0) + _AMIN
+    centroid = (freqs[:, None] * S).sum(axis=0) / total
+    bandwidth = np.sqrt(((freqs[:, None] - centroid) ** 2 * S).sum(axis=0) / total)
+    cum = np.cumsum(P, axis=0)
+    rolloff = freqs[np.argmax(cum >= 0.85 * cum[-1:], axis=0)]
+    logP = np.log(np.maximum(P, _AMIN))
+    flatness = np.exp(logP.mean(axis=0)) / np.maximum(P.mean(axis=0), _AMIN)
+    assert y is not None
+    zcr = librosa.feature.zero_crossing_rate(y, frame_length=config.n_fft, hop_length=config.hop_length, center=True)[0, span]
+    rms_db = 10.0 * np.log10(np.maximum(P.sum(axis=0), _AMIN))
+    out[0], out[1], out[2] = centroid / 1000.0, bandwidth / 1000.0, rolloff / 1000.0
+    out[3], out[4], out[5] = flatness, zcr[:T] if zcr.size >= T else np.pad(zcr, (0, T - zcr.size)), rms_db
+    return out
+
+
+def _prosody(
+    y: np.ndarray | None, gain: float, span: slice, frame_db: np.ndarray, config: FeatureConfig
+) -> tuple[np.ndarray, float, float]:
+    """YIN pitch on voiced frames (semitones re 100 Hz), voiced ratio, voicing onsets per second."""
+    assert y is not None
+    T = frame_db.size
+    if T == 0:
+        return np.zeros((1, 0)), 0.0, 0.0
+    frame_length = 2 * int(np.ceil(config.sr / config.fmin_f0)) + 2
+    f0 = librosa.yin(
+        y, fmin=config.fmin_f0, fmax=config.fmax_f0, sr=config.sr, frame_length=frame_length,
+        hop_length=config.hop_length, center=True, trough_threshold=0.1,
+    )[span][:T]  # fmt: skip
+    if f0.size < T:
+        f0 = np.pad(f0, (0, T - f0.size), constant_values=config.fmax_f0)
+    # Voiced: loud enough, and YIN found a period inside the range (not at a bound).
+    loud = frame_db >= frame_db.max() - 30.0
+    in_range = (f0 > config.fmin_f0 * 1.05) & (f0 < config.fmax_f0 * 0.95)
+    voiced = loud & in_range
+    semitones = 12.0 * np.log2(f0[voiced] / 100.0) if voiced.any() else np.zeros(0)
+    onsets = int(np.count_nonzero(np.diff(voiced.astype(np.int8)) == 1)) + int(voiced[0])
+    duration_s = T * config.hop_length / config.sr
+    return semitones[None, :], float(voiced.mean()), onsets / max(duration_s, 1e-3)
+
+
+def _one(item: np.ndarray | str | Path, config: FeatureConfig, limits: AudioLimits | None) -> np.ndarray:
+    y = item if isinstance(item, np.ndarray) else load_audio(item, sr=config.sr, limits=limits)
+    return extract_features(y=y, sr=config.sr, config=config)
+
+
+def extract_many(
+    items: Iterable[np.ndarray | str | Path],
+    *,
+    config: FeatureConfig | None = None,
+    n_jobs: int = 1,
+    progress: bool = False,
+    limits: AudioLimits | None = None,
+    desc: str = "features",
+) -> np.ndarray:
+    """Feature vectors of many clips (signals at ``config.sr`` or audio files).
+
+    Parameters
+    ----------
+    items : iterable of np.ndarray (n_samples,) or path
+        Signals already at ``config.sr`` Hz, or files for :func:`load_audio`.
+    config : FeatureConfig, optional
+        What to compute (default ``FeatureConfig()``).
+    n_jobs : int
+        Worker processes (joblib/loky); 1 runs in this process.
+    progress : bool
+        Show a tqdm progress bar on stderr.
+    limits : AudioLimits, optional
+        Decoding limits for file items.
+    desc : str
+        Progress-bar label.
+
+    Returns
+    -------
+    np.ndarray, shape (n_items, config.n_features), float32
+
+    Raises
+    ------
+    ser_engine.errors.AudioError
+        A file item cannot be decoded (the first such error).
+    """
+    from tqdm.auto import tqdm
+
+    config = config or FeatureConfig()
+    items = list(items)
+    it: Iterable[Any] = tqdm(items, desc=desc, unit="clip", disable=not progress)
+    if n_jobs == 1:
+        rows = [_one(x, config, limits) for x in it]
+    else:
+        from joblib import Parallel, delayed
+
+        rows = Parallel(n_jobs=n_jobs, batch_size=8)(delayed(_one)(x, config, limits) for x in it)
+    if not rows:
+        return np.zeros((0, config.n_features), dtype=np.float32)
+    return np.vstack(rows).astype(np.float32, copy=False)
