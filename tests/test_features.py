@@ -1,0 +1,124 @@
+"""Feature extraction on real clips: layout, determinism, invariances, one STFT."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ser_engine import features as F
+from ser_engine.audio import load_audio
+from ser_engine.features import FeatureConfig, extract_features, extract_many, stft_magnitude
+
+
+@pytest.fixture(scope="module")
+def clips(fixture_clips):
+    return [load_audio(p) for p in fixture_clips]
+
+
+@pytest.mark.parametrize("config", [FeatureConfig(), FeatureConfig.tutorial()], ids=["default", "tutorial"])
+def test_vector_layout_and_finiteness(config, clips):
+    for y in clips:
+        x = extract_features(y=y, config=config)
+        assert x.shape == (config.n_features,) and x.dtype == np.float32
+        assert np.isfinite(x).all()
+    assert len(set(config.feature_names())) == config.n_features
+
+
+def test_tutorial_is_the_classic_180_means():
+    cfg = FeatureConfig.tutorial()
+    assert cfg.n_features == 40 + 12 + 128
+    assert all(name.endswith("_mean") for name in cfg.feature_names())
+
+
+def test_config_round_trips_through_json():
+    for cfg in (FeatureConfig(), FeatureConfig.tutorial(), FeatureConfig(groups=("mfcc", "prosody"), stats=("mean",))):
+        again = FeatureConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+        assert again == cfg and again.feature_names() == cfg.feature_names()
+    with pytest.raises(ValueError):
+        FeatureConfig.from_dict({"bogus": 1})
+    with pytest.raises(ValueError):
+        FeatureConfig(version=F.FEATURE_VERSION + 1)
+    with pytest.raises(ValueError):
+        FeatureConfig(groups=("mfcc", "wavelets"))
+
+
+def test_precomputed_spectrogram_gives_the_same_vector(clips):
+    cfg = FeatureConfig()
+    y = clips[0]
+    S = stft_magnitude(y=y, config=cfg)
+    np.testing.assert_allclose(extract_features(y=y, S=S, config=cfg), extract_features(y=y, config=cfg), rtol=1e-6)
+    # Without y, only the groups that need the signal are refused.
+    spectral_only = FeatureConfig(groups=("mfcc", "mel", "chroma", "contrast", "tonnetz"))
+    assert extract_features(S=stft_magnitude(y=y, config=spectral_only), config=spectral_only).shape == (
+        spectral_only.n_features,
+    )
+    with pytest.raises(ValueError):
+        extract_features(S=S, config=cfg)
+
+
+def test_wrong_rate_or_shape_is_refused(clips):
+    with pytest.raises(ValueError):
+        extract_features(y=clips[0], sr=22050)
+    with pytest.raises(ValueError):
+        extract_features(S=np.ones((100, 50), dtype=np.float32), config=FeatureConfig(groups=("mfcc",)))
+
+
+def test_level_normalisation_makes_features_gain_invariant(clips):
+    y = clips[0]
+    cfg = FeatureConfig()
+    a = extract_features(y=y, config=cfg)
+    b = extract_features(y=0.1 * y, config=cfg)  # the same voice, 20 dB quieter
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+    raw = FeatureConfig(level_dbfs=None)
+    assert not np.allclose(extract_features(y=y, config=raw), extract_features(y=0.1 * y, config=raw), atol=1e-2)
+
+
+def test_trimming_ignores_added_silence(clips):
+    y = clips[1]
+    padded = np.concatenate([np.zeros(16000, np.float32), y, np.zeros(8000, np.float32)])
+    cfg = FeatureConfig(groups=("mfcc", "chroma", "contrast"), stats=("mean", "std"))
+    np.testing.assert_allclose(extract_features(y=padded, config=cfg), extract_features(y=y, config=cfg), rtol=0.05, atol=0.05)
+
+
+def test_pitch_follows_a_synthetic_voice():
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    for f0 in (110.0, 220.0):
+        phase = 2 * np.pi * f0 * t
+        y = (0.2 * sum(np.sin(k * phase) / k for k in range(1, 8))).astype(np.float32)
+        cfg = FeatureConfig(groups=("prosody",), stats=("mean", "std"))
+        x = dict(zip(cfg.feature_names(), extract_features(y=y, config=cfg)))
+        assert x["f0_semitones_mean"] == pytest.approx(12 * np.log2(f0 / 100), abs=0.3)
+        assert x["voiced_ratio"] > 0.9
+
+
+def test_emotions_differ_more_than_repetitions(ravdess_dir):
+    """Angry vs calm of one actor differ more than two takes of the same angry line."""
+    cfg = FeatureConfig()
+    actor = ravdess_dir / "Actor_05"
+    angry1, angry2, calm = (actor / f"03-01-{e}-02-01-{r}-05.flac" for e, r in (("05", "01"), ("05", "02"), ("02", "01")))
+    X = extract_many([angry1, angry2, calm], config=cfg)
+    scale = X.std(axis=0) + 1e-3
+    Z = X / scale
+    assert np.linalg.norm(Z[0] - Z[1]) < np.linalg.norm(Z[0] - Z[2])
+
+
+def test_extract_many_matches_single_and_parallel(fixture_clips):
+    cfg = FeatureConfig(stats=("mean", "std"))
+    serial = extract_many(fixture_clips, config=cfg)
+    parallel = extract_many(fixture_clips, config=cfg, n_jobs=2)
+    assert serial.shape == (len(fixture_clips), cfg.n_features)
+    np.testing.assert_allclose(serial, parallel, rtol=1e-6)
+    single = extract_features(y=load_audio(fixture_clips[2]), config=cfg)
+    np.testing.assert_allclose(serial[2], single, rtol=1e-6)
+
+
+def test_filter_banks_are_built_once():
+    F._mel_basis.cache_clear()
+    y = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    for _ in range(3):
+        extract_features(y=y, config=FeatureConfig())
+    info = F._mel_basis.cache_info()
+    assert info.misses == 1 and info.hits == 2
