@@ -1,0 +1,120 @@
+"""Run the bot: ``python -m bot`` or the ``ser-bot`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from .config import Settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("bot")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+MISSING_TOKEN = (
+    "DISCORD_TOKEN is not set. Set DISCORD_TOKEN in the environment or in a .env file "
+    "in the working directory (see .env.example), then start the bot again."
+)
+
+
+def _load_settings() -> Settings | None:
+    """Read the settings; print a helpful message (never a value) and return ``None`` if invalid."""
+    try:
+        return Settings()  # type: ignore[call-arg]  # fields come from the environment
+    except ValidationError as exc:
+        problems = exc.errors(include_input=False, include_url=False)
+        if any(err["loc"] == ("discord_token",) for err in problems):
+            print(f"ser-bot: {MISSING_TOKEN}", file=sys.stderr)
+        others = [err for err in problems if err["loc"] != ("discord_token",)]
+        for err in others:
+            name = "_".join(str(part) for part in err["loc"]).upper()
+            print(f"ser-bot: invalid {name}: {err['msg']}", file=sys.stderr)
+        return None
+
+
+async def _run(settings: Settings) -> None:
+    """Start the bot and run until Discord closes the connection or SIGINT/SIGTERM arrives."""
+    from .client import SERBot
+
+    bot = SERBot(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-POSIX
+            pass
+    async with bot:
+        runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            stopper.cancel()
+            runner.result()  # re-raise a start-up failure
+            return
+        log.info("shutting down")
+        await bot.close()
+        await runner
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ser-bot`` / ``python -m bot``.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Command-line arguments (only ``--help``); configuration comes from the
+        environment and ``.env``.
+
+    Returns
+    -------
+    int
+        0 after a clean shutdown, 1 if the bot could not start or run,
+        2 if the configuration is missing or invalid.
+    """
+    argparse.ArgumentParser(
+        prog="ser-bot",
+        description="Discord bot that detects the emotion in voice notes. "
+        "Configure it with environment variables or a .env file (see .env.example).",
+    ).parse_args(argv)
+    settings = _load_settings()
+    if settings is None:
+        return EXIT_CONFIG
+
+    from .logging_setup import configure_logging
+
+    configure_logging(settings.log_level, secrets=[settings.discord_token.get_secret_value()])
+
+    import discord
+
+    from ser_engine.errors import SERError
+
+    try:
+        asyncio.run(_run(settings))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except discord.LoginFailure:
+        log.error("Discord refused DISCORD_TOKEN; copy the bot token again from the developer portal")
+        return EXIT_FAILURE
+    except discord.PrivilegedIntentsRequired:
+        log.error("enable the Message Content intent for this bot in the Discord developer portal (Bot tab)")
+        return EXIT_FAILURE
+    except SERError as exc:
+        log.error("cannot start: %s", exc.user_message)
+        return EXIT_FAILURE
+    except Exception:
+        log.exception("the bot stopped on an unexpected error")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

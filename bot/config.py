@@ -1,0 +1,116 @@
+"""Bot configuration from the environment and an optional ``.env`` file.
+
+Every variable is documented in ``.env.example`` at the repository root.
+Environment variables win over ``.env``; names are case-insensitive.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "DEFAULT_API_BASE_URL", "DEFAULT_MODEL_PATH"]
+
+#: Discord's REST API, version 10 (https://discord.com/developers/docs/reference#api-versioning).
+DEFAULT_API_BASE_URL = "https://discord.com/api/v10"
+#: The shipped RAVDESS 8-class model, relative to the working directory.
+DEFAULT_MODEL_PATH = Path("models/ravdess-8class.joblib")
+
+
+class Settings(BaseSettings):
+    """Validated bot settings.
+
+    Attributes
+    ----------
+    discord_token : SecretStr
+        ``DISCORD_TOKEN``, the bot token (required). Its ``repr``/``str`` is
+        masked; call ``get_secret_value()`` only to hand it to discord.py.
+    discord_api_base_url : str
+        ``DISCORD_API_BASE_URL``, REST base URL (default Discord's v10 API).
+        Point it at a REST proxy or, in tests, at a fake Discord; the gateway
+        URL then comes from ``GET {base}/gateway/bot``.
+    dev_guild_id : int or None
+        ``DEV_GUILD_ID``: sync application commands to this guild only
+        (instant updates while developing) instead of globally.
+    sync_commands : bool
+        ``SYNC_COMMANDS``: overwrite the registered application commands at
+        start-up (default true).
+    ser_model_path : Path
+        ``SER_MODEL_PATH``, model bundle (``.joblib`` with its ``.json``
+        sidecar); relative paths are relative to the working directory.
+    ser_workers : int
+        ``SER_WORKERS``, analyses that run at once (threads, default 2).
+    ser_max_pending : int
+        ``SER_MAX_PENDING``, analyses accepted at once, running or waiting;
+        more are refused as busy (default 16).
+    ser_request_timeout_s : float
+        ``SER_REQUEST_TIMEOUT_S``, seconds one analysis may take, waiting
+        included (default 30).
+    ser_download_timeout_s : float
+        ``SER_DOWNLOAD_TIMEOUT_S``, seconds to download one attachment (default 20).
+    ser_max_bytes : int
+        ``SER_MAX_BYTES``, largest attachment accepted, in bytes; checked on
+        the attachment's reported size before downloading (default 25 MiB).
+    ser_max_duration_s : float
+        ``SER_MAX_DURATION_S``, longest recording accepted, in seconds (default 300).
+    log_level : str
+        ``LOG_LEVEL``: DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO).
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",
+        hide_input_in_errors=True,
+    )
+
+    discord_token: SecretStr
+    discord_api_base_url: str = DEFAULT_API_BASE_URL
+    dev_guild_id: int | None = None
+    sync_commands: bool = True
+    ser_model_path: Path = DEFAULT_MODEL_PATH
+    ser_workers: int = Field(2, ge=1, le=64)
+    ser_max_pending: int = Field(16, ge=1)
+    ser_request_timeout_s: float = Field(30.0, gt=0)
+    ser_download_timeout_s: float = Field(20.0, gt=0)
+    ser_max_bytes: int = Field(25 * 2**20, gt=0)
+    ser_max_duration_s: float = Field(300.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("discord_token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr) -> SecretStr:
+        stripped = value.get_secret_value().strip()
+        if not stripped:
+            raise ValueError("DISCORD_TOKEN is empty")
+        return SecretStr(stripped)
+
+    @field_validator("discord_api_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("DISCORD_API_BASE_URL must start with http:// or https://")
+        return value
+
+    @field_validator("dev_guild_id", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @property
+    def log_level_number(self) -> int:
+        """The ``logging`` level number of :attr:`log_level`."""
+        return logging.getLevelName(self.log_level)
