@@ -349,3 +349,66 @@ async def test_the_token_never_reaches_the_logs(fake: FakeDiscord, bot: SERBot) 
     lines = bot.test_logs.lines  # type: ignore[attr-defined]
     assert any("synced" in line for line in lines)  # the collector did see the bot's own logs
     assert not [line for line in lines if fake.token in line]
+
+
+async def test_unexpected_failure_gets_an_apology_with_a_correlation_id(
+    fake: FakeDiscord, bot: SERBot, angry_note: bytes
+) -> None:
+    audio = fake.add_attachment(angry_note, "voice-message.ogg", "audio/ogg")
+    fake.fail_next("PATCH", r"/messages/@original$", status=400, message="Invalid Form Body (injected)")
+    mark = fake.mark()
+    interaction = await fake.invoke_slash_with_attachment("emotion", "audio", audio)
+
+    followup = await fake.wait_for_request("POST", webhook_path(fake, interaction), timeout=30, since=mark)
+    assert followup.json["flags"] & EPHEMERAL
+    content = followup.json["content"]
+    cid = re.search(r"error id `([0-9a-f]{8})`", content)
+    assert cid and content.startswith("Sorry")
+    assert "injected" not in content and "Traceback" not in content and "HTTPException" not in content
+    logged = [line for line in bot.test_logs.lines if cid.group(1) in line]  # type: ignore[attr-defined]
+    assert logged and "Traceback" in logged[0] and "injected" in logged[0]
+
+
+async def test_service_timeout_and_busy_are_reported_to_the_user(
+    fake: FakeDiscord, bot: SERBot, angry_note: bytes
+) -> None:
+    from ser_engine.errors import ServiceBusyError, ServiceTimeoutError
+    from ser_engine.service import EmotionService
+
+    original = bot.service
+    assert original is not None
+
+    async def send_notes(count: int) -> list[dict[str, Any]]:
+        mark = fake.mark()
+        sent = []
+        for _ in range(count):
+            note = fake.add_attachment(angry_note, "voice-message.ogg", "audio/ogg", voice_message=True, duration_s=4.0)
+            sent.append(await fake.send_message(attachments=[note], flags=VOICE_MESSAGE))
+        for _ in range(200):
+            replies = fake.find_requests("POST", messages_path(fake), since=mark)
+            if len(replies) == count:
+                return [r.json for r in replies]
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"expected {count} replies, got {len(replies)}")
+
+    # Same model, a 1 ms budget: the analysis cannot finish in time.
+    impatient = EmotionService(original.predictor, workers=1, max_pending=4, timeout_s=0.001)
+    bot.service = impatient
+    try:
+        (reply,) = await send_notes(1)
+        assert reply["content"] == ServiceTimeoutError(0.001).user_message and not reply.get("embeds")
+    finally:
+        bot.service = original
+        await impatient.close()
+
+    # One analysis at a time and nothing may wait: of three notes sent at once, some are refused as busy.
+    narrow = EmotionService(original.predictor, workers=1, max_pending=1, timeout_s=30)
+    bot.service = narrow
+    try:
+        replies = await send_notes(3)
+    finally:
+        bot.service = original
+        await narrow.close()
+    busy = [r for r in replies if r["content"] == ServiceBusyError().user_message]
+    answered = [r for r in replies if r.get("embeds")]
+    assert busy and answered and len(busy) + len(answered) == 3

@@ -157,6 +157,7 @@ class FakeDiscord:
         self._attachments: dict[str, tuple[bytes, str]] = {}
         self._interactions: dict[str, _Interaction] = {}
         self._sessions: dict[str, _GatewaySession] = {}
+        self._failures: list[tuple[str, re.Pattern[str], web.Response]] = []
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port: int = 0
@@ -392,6 +393,16 @@ class FakeDiscord:
         )
         return await self._dispatch_interaction(interaction)
 
+    def fail_next(
+        self, method: str, path_regex: str, *, status: int = 400, code: int = 50035, message: str = ""
+    ) -> None:
+        """Answer the next matching request with a Discord error (e.g. 400, code 50035 Invalid Form Body).
+
+        Prefer 4xx: discord.py retries 5xx answers with back-off (seconds).
+        """
+        error = _error(status, code, message or f"{status}: injected failure")
+        self._failures.append((method.upper(), re.compile(path_regex), error))
+
     async def drop_gateway(self, code: int = 4000) -> None:
         """Close every gateway socket with a resumable close code (the client should RESUME)."""
         for session in self._sessions.values():
@@ -440,8 +451,12 @@ class FakeDiscord:
         self.requests.append(record)
         request[_RECORD] = record
         needs_auth = is_api and not rel.startswith(("/webhooks/", "/interactions/"))
+        failure = next((f for f in self._failures if f[0] == record.method and f[1].search(rel)), None)
         if needs_auth and not authorized:
             response: web.StreamResponse = _error(401, 0, "401: Unauthorized")
+        elif failure is not None:
+            self._failures.remove(failure)
+            response = failure[2]
         else:
             response = await handler(request)
         await self._notify()
