@@ -44,6 +44,9 @@ class EmotionService:
         :class:`~ser_engine.errors.ServiceBusyError` at once (default 64).
     timeout_s : float, keyword-only
         Per-request limit in seconds, waiting included (default 20).
+    blas_threads : int or None, keyword-only
+        BLAS threads of the process, set by :meth:`start` (default 1;
+        ``None`` leaves the BLAS library's own setting).
 
     Examples
     --------
@@ -52,7 +55,13 @@ class EmotionService:
     """
 
     def __init__(
-        self, predictor: Predictor, *, workers: int = 2, max_pending: int = 64, timeout_s: float = 20.0
+        self,
+        predictor: Predictor,
+        *,
+        workers: int = 2,
+        max_pending: int = 64,
+        timeout_s: float = 20.0,
+        blas_threads: int | None = 1,
     ) -> None:
         if workers < 1 or max_pending < 1 or timeout_s <= 0:
             raise ValueError("EmotionService: workers, max_pending and timeout_s must be positive")
@@ -60,6 +69,8 @@ class EmotionService:
         self.workers = workers
         self.max_pending = max_pending
         self.timeout_s = timeout_s
+        self.blas_threads = blas_threads
+        self._blas_limit: object | None = None
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ser-worker")
         self._slots: asyncio.Semaphore | None = None
         self._pending = 0
@@ -101,6 +112,14 @@ class EmotionService:
         """
         if self._closed:
             raise ServiceClosedError()
+        if self.blas_threads is not None:
+            # Tiny matrix products (filter banks x spectrogram) run ~20x slower
+            # with a multi-threaded BLAS than with one thread, and the worker
+            # threads already use the cores: one BLAS thread each.  This is a
+            # process-wide setting (threadpoolctl), made once at start.
+            from threadpoolctl import threadpool_limits
+
+            self._blas_limit = threadpool_limits(limits=self.blas_threads, user_api="blas")
         sr = 16_000
         t = np.arange(sr, dtype=np.float32) / sr
         f0 = 140.0 + 30.0 * np.sin(2 * np.pi * 1.5 * t)
