@@ -175,8 +175,12 @@ class UserDataSummary:
     @property
     def total_rows(self) -> int:
         """Every stored row about the user, the opt-out marker excluded."""
-        return self.analyses + self.feedback + self.speaker_stats + self.alert_log + (
-            0 if self.feedback_consent is None else 1
+        return (
+            self.analyses
+            + self.feedback
+            + self.speaker_stats
+            + self.alert_log
+            + (0 if self.feedback_consent is None else 1)
         )
 
 

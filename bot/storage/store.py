@@ -57,9 +57,9 @@ from bot.insights.compute import (
     EmotionInsights,
     Scope,
     Window,
+    bucket_starts,
     build_insights,
     build_series,
-    bucket_starts,
     order_labels,
     rank_channels,
     window_bounds,
@@ -104,12 +104,23 @@ class _Unset(enum.Enum):
 UNSET = _Unset.UNSET
 
 _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    sa_exc.OperationalError,  # SQLite cannot open / locked; PG connection errors
+    sa_exc.OperationalError,  # PG connection errors; SQLite: see _SQLITE_UNAVAILABLE
     sa_exc.InterfaceError,
     sa_exc.TimeoutError,  # pool checkout
     OSError,  # ConnectionRefusedError and friends, raised by asyncpg on connect
     TimeoutError,  # asyncio.TimeoutError (connect / command timeouts)
 )
+# SQLite raises OperationalError for SQL mistakes too ("no such table"); only
+# these messages mean the file cannot be used right now.
+_SQLITE_UNAVAILABLE = ("unable to open", "locked", "busy", "disk i/o", "readonly", "read-only", "disk is full")
+
+
+def _is_unavailable(exc: BaseException, dialect: str) -> bool:
+    if dialect == "sqlite" and isinstance(exc, sa_exc.OperationalError):
+        return exc.connection_invalidated or any(m in str(exc.orig).lower() for m in _SQLITE_UNAVAILABLE)
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, _UNAVAILABLE_ERRORS)
 
 
 def _utc(now: datetime | None) -> datetime:
@@ -315,9 +326,9 @@ class Store:
                 revision = await upgrade_to_head(self._engine)
                 async with self._sessions() as s:
                     ids = (await s.scalars(select(UserOptOut.user_id))).all()
-            except _UNAVAILABLE_ERRORS as exc:
-                raise self._unavailable(exc, "migration") from exc
-            except sa_exc.SQLAlchemyError as exc:
+            except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
+                if _is_unavailable(exc, self.dialect):
+                    raise self._unavailable(exc, "migration") from exc
                 raise StoreError(f"migration failed: {type(exc).__name__}: {exc}") from exc
             self._optout_cache = set(ids)
             self._migrated = True
@@ -333,14 +344,11 @@ class Store:
                 yield session
         except StoreError:
             raise
-        except _UNAVAILABLE_ERRORS as exc:
-            raise self._unavailable(exc, what) from exc
-        except sa_exc.DBAPIError as exc:
-            if exc.connection_invalidated:
+        except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
+            if _is_unavailable(exc, self.dialect):
                 raise self._unavailable(exc, what) from exc
-            raise StoreError(f"{what} failed: {type(exc).__name__}: {exc.orig}") from exc
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+            detail = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+            raise StoreError(f"{what} failed: {type(exc).__name__}: {detail}") from exc
 
     def _insert(self, model: type[Any]) -> Any:
         return (pg_insert if self.dialect == "postgresql" else sqlite_insert)(model)
@@ -713,9 +721,7 @@ class Store:
         async with self._session("update_guild_settings") as s:
             await s.execute(ensure)
             await s.execute(
-                update(GuildSettingsRow)
-                .where(GuildSettingsRow.guild_id == guild_id)
-                .values(updated_at=when, **changes)
+                update(GuildSettingsRow).where(GuildSettingsRow.guild_id == guild_id).values(updated_at=when, **changes)
             )
             row = await s.get(GuildSettingsRow, guild_id, populate_existing=True)
         return _settings_from_row(guild_id, row)
@@ -815,7 +821,7 @@ class Store:
         n_analyses = n_feedback = 0
         async with self._session("purge_expired") as s:
             custom_days = (
-                await s.scalars(select(distinct(gs.retention_days)).where(gs.retention_days != DEFAULT_RETENTION_DAYS))
+                await s.scalars(select(gs.retention_days).where(gs.retention_days != DEFAULT_RETENTION_DAYS).distinct())
             ).all()
             custom_guilds = select(gs.guild_id).where(gs.retention_days != DEFAULT_RETENTION_DAYS)
             plans: list[tuple[int, ColumnElement[bool], ColumnElement[bool]]] = [
@@ -877,9 +883,7 @@ class Store:
         self, s: AsyncSession, where: Sequence[ColumnElement[bool]], bucket: str
     ) -> list[tuple[str, str, int]]:
         key = self._bucket_expr(bucket).label("bucket")
-        rows = await s.execute(
-            select(key, Analysis.label, func.count()).where(*where).group_by(key, Analysis.label)
-        )
+        rows = await s.execute(select(key, Analysis.label, func.count()).where(*where).group_by(key, Analysis.label))
         return [(str(k), str(lab), int(n)) for k, lab, n in rows.all()]
 
     async def _channel_rows(self, s: AsyncSession, where: Sequence[ColumnElement[bool]]) -> list[tuple[int, str, int]]:
@@ -900,7 +904,9 @@ class Store:
         """
         since, until = window_bounds(window, _utc(now))
         async with self._session("count_analysed") as s:
-            n = await s.scalar(select(func.count()).select_from(Analysis).where(*self._scope_where(scope, since, until)))
+            n = await s.scalar(
+                select(func.count()).select_from(Analysis).where(*self._scope_where(scope, since, until))
+            )
         return int(n or 0)
 
     async def emotion_distribution(

@@ -63,9 +63,7 @@ def normalise_database_url(url: str | URL) -> URL:
         raise ValueError("DATABASE_URL is not a valid database URL") from exc
     name = _SYNC_TO_ASYNC.get(parsed.drivername, parsed.drivername)
     if name not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
-        raise ValueError(
-            f"unsupported database driver {parsed.drivername!r}: use sqlite:///FILE or postgresql://..."
-        )
+        raise ValueError(f"unsupported database driver {parsed.drivername!r}: use sqlite:///FILE or postgresql://...")
     return parsed.set(drivername=name)
 
 
