@@ -7,7 +7,8 @@ db_url_fixture, pg_admin_fixture, store_fixture``); they are registered as
 
 PostgreSQL: a server on ``SER_TEST_PG_HOST:SER_TEST_PG_PORT`` (default
 ``127.0.0.1:5432``) reachable with trust authentication as ``postgres`` or
-``root`` (or the user in ``SER_TEST_PG_USER``). Each test creates its own
+``root``, or as ``SER_TEST_PG_USER`` with ``SER_TEST_PG_PASSWORD`` (a role
+allowed to create databases; see the CI script). Each test creates its own
 database ``ser_test_<random>`` and drops it afterwards. If no server answers,
 the PostgreSQL variants FAIL under ``CI=true`` and are skipped elsewhere.
 """
@@ -34,8 +35,11 @@ _REASON: dict[str, str] = {}
 
 def _candidates() -> list[dict[str, Any]]:
     users = [os.environ["SER_TEST_PG_USER"]] if os.environ.get("SER_TEST_PG_USER") else ["postgres", "root"]
+    password = os.environ.get("SER_TEST_PG_PASSWORD") or None
     return [
-        {"host": PG_HOST, "port": PG_PORT, "user": u, "database": db} for u in users for db in ("postgres", "test", u)
+        {"host": PG_HOST, "port": PG_PORT, "user": u, "password": password, "database": db}
+        for u in users
+        for db in dict.fromkeys(("postgres", "test", u))
     ]
 
 
@@ -91,7 +95,12 @@ async def db_url_fixture(request: pytest.FixtureRequest, tmp_path, pg_admin) -> 
         await conn.close()
     try:
         yield URL.create(
-            "postgresql+asyncpg", username=admin["user"], host=admin["host"], port=admin["port"], database=name
+            "postgresql+asyncpg",
+            username=admin["user"],
+            password=admin["password"],
+            host=admin["host"],
+            port=admin["port"],
+            database=name,
         ).render_as_string(hide_password=False)
     finally:
         conn = await asyncpg.connect(**admin, timeout=5)

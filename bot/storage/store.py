@@ -197,7 +197,7 @@ class Store:
 
     def _create_engine(self, url: URL, pool_size: int, busy_timeout_s: float) -> AsyncEngine:
         if url.get_backend_name() == "sqlite":
-            engine = create_async_engine(url, connect_args={"timeout": busy_timeout_s})
+            engine = create_async_engine(url, hide_parameters=True, connect_args={"timeout": busy_timeout_s})
 
             @event.listens_for(engine.sync_engine, "connect")
             def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -213,6 +213,7 @@ class Store:
             max_overflow=pool_size,
             pool_timeout=self.connect_timeout_s,
             pool_pre_ping=True,
+            hide_parameters=True,  # no user ids or feature bytes in error messages and logs
             connect_args={
                 "timeout": self.connect_timeout_s,
                 "command_timeout": self.statement_timeout_s,
@@ -307,8 +308,8 @@ class Store:
     def _unavailable(self, exc: BaseException, what: str) -> StoreUnavailableError:
         self._down_until = time.monotonic() + self.retry_after_s
         log.warning("database %s unavailable during %s: %s", self.url, what, type(exc).__name__)
-        err = StoreUnavailableError(f"database unavailable during {what}: {type(exc).__name__}: {exc}")
-        return err
+        detail = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+        return StoreUnavailableError(f"database unavailable during {what}: {type(exc).__name__}: {detail}")
 
     def _fail_fast(self) -> None:
         if time.monotonic() < self._down_until:
