@@ -13,6 +13,8 @@ import logging
 import os
 import re
 import secrets
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -412,3 +414,58 @@ async def test_service_timeout_and_busy_are_reported_to_the_user(
     busy = [r for r in replies if r["content"] == ServiceBusyError().user_message]
     answered = [r for r in replies if r.get("embeds")]
     assert busy and answered and len(busy) + len(answered) == 3
+
+
+# ------------------------------------------------- the process a user starts
+def bot_env(fake: FakeDiscord, token: str, **extra: str) -> dict[str, str]:
+    """The test process's environment without bot settings, plus the fake's URL and ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env.update(PYTHONPATH=str(ROOT), DISCORD_TOKEN=token, DISCORD_API_BASE_URL=fake.base_url, **extra)
+    return env
+
+
+async def test_python_m_bot_answers_a_voice_note_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, model_path: Path, angry_note: bytes
+) -> None:
+    async with FakeDiscord(token="MTA5.proc." + secrets.token_urlsafe(24)) as fake:
+        env = bot_env(fake, fake.token, SER_MODEL_PATH=str(model_path), SER_WORKERS="1", LOG_LEVEL="DEBUG")
+        log_path = tmp_path / "bot.log"
+        with open(log_path, "wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=log, stderr=log,
+            )  # fmt: skip
+            try:
+                await fake.wait_until_connected(timeout=90)
+                note = fake.add_attachment(
+                    angry_note, "voice-message.ogg", "audio/ogg", voice_message=True, duration_s=4.0
+                )
+                mark = fake.mark()
+                msg = await fake.send_message(attachments=[note], flags=VOICE_MESSAGE)
+                reply = await fake.wait_for_request("POST", messages_path(fake), timeout=60, since=mark)
+                assert str(reply.json["message_reference"]["message_id"]) == msg["id"]
+                assert reply.json["embeds"]
+            finally:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+                code = await asyncio.wait_for(proc.wait(), 30)
+    output = log_path.read_text()
+    assert code == 0, output[-3000:]
+    assert "shutting down" in output and "Traceback" not in output
+    assert fake.token not in output  # not even at DEBUG level
+    assert fake.find_requests("GET", r"^/gateway/bot$")  # the gateway URL came from the configured API
+
+
+async def test_python_m_bot_with_a_rejected_token_exits_1(tmp_path: Path) -> None:
+    wrong = "MTA5.wrong." + secrets.token_urlsafe(24)
+    async with FakeDiscord() as fake:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", cwd=tmp_path, env=bot_env(fake, wrong), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert [r.authorized for r in fake.find_requests("GET", r"^/users/@me$")] == [False]
+    text = out.decode()
+    assert proc.returncode == 1, text[-3000:]
+    assert "DISCORD_TOKEN" in text and "Traceback" not in text
+    assert wrong not in text
