@@ -1,0 +1,260 @@
+"""The ``ser`` command: predict emotions of files, train and evaluate models.
+
+Examples
+--------
+::
+
+    ser predict clip.flac note.ogg            # "clip.flac: angry (0.87)" per file
+    ser predict --json clip.flac              # one JSON object per line
+    ser evaluate --corpus ../shared/data/ravdess-16k --out-dir reports/
+    ser train --corpus ../shared/data/ravdess-16k --out models/ravdess-8class.joblib
+
+Also runnable as ``python -m ser_engine.cli``.  Exit status: 0 on success,
+1 if any file or the run failed (one ``error:`` line each, no traceback),
+2 for invalid arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import SERError
+
+__all__ = ["build_parser", "main"]
+
+
+def _emotion_list(text: str) -> list[str]:
+    from .corpora import RAVDESS_EMOTIONS
+
+    chosen = [e.strip().lower() for e in text.split(",") if e.strip()]
+    unknown = [e for e in chosen if e not in RAVDESS_EMOTIONS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown emotion(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(RAVDESS_EMOTIONS)}"
+        )
+    return chosen
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def _recipe_options() -> argparse.ArgumentParser:
+    from .training import PRESETS
+
+    common = argparse.ArgumentParser(add_help=False)
+    data = common.add_argument_group("data")
+    data.add_argument("--corpus", required=True, type=Path, metavar="DIR", help="corpus folder")
+    data.add_argument("--format", default="ravdess", choices=["ravdess"], help="corpus layout (default ravdess)")
+    data.add_argument(
+        "--emotions", type=_emotion_list, metavar="E1,E2,...", help="comma-separated emotions to keep (default: all)"
+    )
+    data.add_argument("--include-song", action="store_true", help="also use RAVDESS song clips (vocal channel 02)")
+    recipe = common.add_argument_group("recipe")
+    recipe.add_argument("--preset", default="default", choices=sorted(PRESETS), help="MLP hyper-parameters")
+    recipe.add_argument(
+        "--features", default="default", choices=["default", "tutorial"], help="FeatureConfig preset (default: default)"
+    )
+    recipe.add_argument("--no-scaler", action="store_true", help="no StandardScaler before the MLP (tutorial recipe)")
+    recipe.add_argument("--max-iter", type=_positive_int, metavar="N", help="override the preset's max_iter")
+    recipe.add_argument("--seed", type=int, default=0, help="random seed of split and MLP (default 0)")
+    recipe.add_argument("--folds", type=_positive_int, default=6, help="speaker-independent folds (default 6)")
+    run = common.add_argument_group("run")
+    run.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="parallel processes (default 1)")
+    run.add_argument("--cache-dir", type=Path, metavar="DIR", help="reuse feature matrices cached in DIR")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``ser`` with its three sub-commands.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
+    parser = argparse.ArgumentParser(prog="ser", description="Speech emotion recognition (ser_engine).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,train,evaluate}")
+
+    p = sub.add_parser("predict", help="classify audio files", description="Print the emotion of each audio file.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg/opus, mp3, m4a, ...)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--model", type=Path, metavar="PATH", help="model bundle (.joblib; default: the shipped model)")
+
+    common = _recipe_options()
+    t = sub.add_parser(
+        "train", parents=[common], help="train a model bundle",
+        description="Extract features, evaluate the recipe (both protocols), fit on all clips and save the bundle.",
+    )  # fmt: skip
+    t.add_argument("--out", type=Path, metavar="PATH", help="bundle path (default models/ravdess-<N>class.joblib)")
+    t.add_argument("--no-eval", action="store_true", help="skip the evaluation (no metrics in the bundle)")
+    t.add_argument("--report-dir", type=Path, metavar="DIR", help="also write the evaluation report and plots here")
+
+    e = sub.add_parser(
+        "evaluate", parents=[common], help="evaluate a recipe",
+        description="Score a recipe under a random 75/25 split and speaker-independent GroupKFold.",
+    )  # fmt: skip
+    e.add_argument("--out-dir", type=Path, default=Path("reports"), metavar="DIR", help="report folder (default reports/)")
+    e.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    return parser
+
+
+# ------------------------------------------------------------------ predict
+def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .predict import Predictor
+
+    try:
+        predictor = Predictor.load(args.model)
+    except SERError as exc:
+        print(f"error: {exc.user_message}", file=err)
+        return 1
+    failed = 0
+    for name in args.files:
+        try:
+            prediction = predictor.predict(name)
+        except SERError as exc:
+            failed += 1
+            message = exc.user_message
+        except (OSError, ValueError) as exc:  # not expected from load_audio; keep the run going
+            failed += 1
+            message = f"could not analyse this file ({type(exc).__name__})"
+        else:
+            if args.json:
+                print(json.dumps({"file": name, **prediction.to_dict()}), file=out)
+            else:
+                print(f"{name}: {prediction.label} ({prediction.confidence:.2f})", file=out)
+            continue
+        if args.json:
+            print(json.dumps({"file": name, "error": message}), file=out)
+        else:
+            print(f"{name}: error: {message}", file=out)
+    return 1 if failed else 0
+
+
+# ------------------------------------------------------- train and evaluate
+def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
+    """Load the corpus and extract features once: (clips, labels, X, y, groups, config, overrides)."""
+    import numpy as np
+
+    from .corpora import load_ravdess
+    from .features import FeatureConfig
+    from .training import encode_labels, featurize, label_order
+
+    clips = load_ravdess(args.corpus, emotions=args.emotions, include_song=args.include_song)
+    labels = label_order(clips)
+    if len(labels) < 2:
+        raise SERError("The chosen corpus subset holds fewer than two emotions; nothing to tell apart.")
+    config = FeatureConfig.tutorial() if args.features == "tutorial" else FeatureConfig()
+    speakers = {c.speaker for c in clips}
+    if not args.quiet:
+        print(
+            f"{len(clips)} clips, {len(speakers)} speakers, {len(labels)} emotions; "
+            f"{config.n_features} features ({args.features})",
+            file=err,
+        )
+    X = featurize(clips, config=config, n_jobs=args.jobs, progress=not args.quiet, cache_dir=args.cache_dir)
+    y = encode_labels(clips, labels)
+    groups = np.array([c.speaker for c in clips])
+    overrides = {"max_iter": args.max_iter} if args.max_iter else None
+    return clips, labels, X, y, groups, config, overrides
+
+
+def _run_evaluation(args: argparse.Namespace, labels: Any, X: Any, y: Any, groups: Any, config: Any, overrides: Any) -> Any:
+    from .evaluation import evaluate
+
+    n_speakers = len(set(groups.tolist()))
+    if args.folds > n_speakers or args.folds < 2:
+        raise SERError(f"--folds must be between 2 and the number of speakers ({n_speakers}).")
+    return evaluate(
+        X, y, groups, labels=labels, preset=args.preset, scaler=not args.no_scaler, overrides=overrides,
+        random_state=args.seed, folds=args.folds, feature_config=config.to_dict(), n_jobs=args.jobs,
+    )  # fmt: skip
+
+
+def _evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .evaluation import write_report
+
+    _, labels, X, y, groups, config, overrides = _prepare(args, err)
+    report = _run_evaluation(args, labels, X, y, groups, config, overrides)
+    paths = write_report(report, args.out_dir)
+    if args.json:
+        print(json.dumps(report.to_dict()), file=out)
+    else:
+        print(report.table(), file=out)
+        print(f"\nwrote {paths['json']}, {paths['confusion']}, {paths['loss']}", file=out)
+    return 0
+
+
+def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .bundle import save_bundle, sidecar_path
+    from .evaluation import write_report
+    from .training import train_model
+
+    clips, labels, X, y, groups, config, overrides = _prepare(args, err)
+    metrics = None
+    if not args.no_eval:
+        report = _run_evaluation(args, labels, X, y, groups, config, overrides)
+        print(report.table(), file=out)
+        metrics = report.summary()
+        if args.report_dir is not None:
+            write_report(report, args.report_dir)
+    bundle = train_model(
+        clips, feature_config=config, preset=args.preset, scaler=not args.no_scaler, overrides=overrides,
+        random_state=args.seed, labels=labels, X=X, metrics=metrics,
+    )  # fmt: skip
+    target = args.out or Path("models") / f"ravdess-{len(labels)}class.joblib"
+    save_bundle(bundle, target)
+    size_kib = target.stat().st_size / 1024
+    print(f"wrote {target} ({size_kib:.0f} KiB) and {sidecar_path(target)}", file=out)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ser`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 success, 1 a file or the run failed, 2 bad arguments.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on errors, 0 on --help
+        return int(exc.code or 0)
+    out, err = sys.stdout, sys.stderr
+    try:
+        if args.command == "predict":
+            return _predict(args, out, err)
+        if args.command == "evaluate":
+            return _evaluate(args, out, err)
+        return _train(args, out, err)
+    except SERError as exc:
+        print(f"error: {exc.user_message}", file=err)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}", file=err)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=err)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

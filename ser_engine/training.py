@@ -1,0 +1,417 @@
+"""Training: clips -> feature matrix -> scaled MLP pipeline -> :class:`ModelBundle`.
+
+The classifier is scikit-learn's multi-layer perceptron behind a
+``StandardScaler``, both in one :class:`~sklearn.pipeline.Pipeline` so the
+scaling fitted on the training data travels with the model.  Hyper-parameters
+come in named presets (:data:`PRESETS`):
+
+``"tutorial"``
+    The widely copied RAVDESS tutorial recipe (e.g. DataFlair's "Speech
+    Emotion Recognition" project, 2019): one hidden layer of 300 units,
+    ``alpha=0.01``, ``batch_size=256``, ``epsilon=1e-8``,
+    ``learning_rate="adaptive"``, ``max_iter=500``.  (With the default Adam
+    solver ``learning_rate`` has no effect; it is kept to match the recipe.)
+``"default"``
+    Chosen by speaker-independent 6-fold ``GroupKFold`` over the 24 RAVDESS
+    actors on the default :class:`~ser_engine.features.FeatureConfig`
+    (never on a random split); the grid and its numbers are in
+    ``models/README.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .audio import AudioLimits
+from .bundle import ModelBundle, library_versions
+from .corpora import RAVDESS_EMOTIONS, Clip
+from .features import FEATURE_VERSION, FeatureConfig, extract_many
+
+__all__ = [
+    "PRESETS",
+    "build_pipeline",
+    "data_fingerprint",
+    "encode_labels",
+    "featurize",
+    "fit_pipeline",
+    "label_order",
+    "mlp_params",
+    "train_model",
+]
+
+PRESETS: Final[dict[str, dict[str, Any]]] = {
+    "tutorial": {
+        "hidden_layer_sizes": (300,),
+        "alpha": 0.01,
+        "batch_size": 256,
+        "epsilon": 1e-08,
+        "learning_rate": "adaptive",
+        "max_iter": 500,
+    },
+    "default": {
+        "hidden_layer_sizes": (64,),
+        "alpha": 3.0,
+        "batch_size": 256,
+        "learning_rate_init": 0.001,
+        "max_iter": 500,
+    },
+}
+"""Named ``MLPClassifier`` keyword arguments (``random_state`` excluded)."""
+
+
+def mlp_params(preset: str = "default", overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``MLPClassifier`` keyword arguments of a preset, with overrides.
+
+    Parameters
+    ----------
+    preset : str
+        A key of :data:`PRESETS`.
+    overrides : mapping, optional
+        Keyword arguments replacing the preset's, e.g. ``{"max_iter": 20}``.
+
+    Returns
+    -------
+    dict
+        A fresh dict (safe to modify).
+
+    Raises
+    ------
+    ValueError
+        If ``preset`` is unknown.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    params = dict(PRESETS[preset])
+    params.update(overrides or {})
+    return params
+
+
+def build_pipeline(
+    preset: str = "default",
+    *,
+    scaler: bool = True,
+    random_state: int | None = 0,
+    overrides: Mapping[str, Any] | None = None,
+) -> Pipeline:
+    """An unfitted ``[StandardScaler ->] MLPClassifier`` pipeline.
+
+    Parameters
+    ----------
+    preset : str
+        A key of :data:`PRESETS`.
+    scaler : bool, default True
+        Standardise each feature (zero mean, unit variance, fitted on the
+        training data) before the MLP.  The tutorial recipe has none.
+    random_state : int or None, default 0
+        Seed of the MLP's weight initialisation and batch shuffling.
+    overrides : mapping, optional
+        ``MLPClassifier`` keyword arguments replacing the preset's.
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+        Steps ``("scaler", StandardScaler)`` (if ``scaler``) and ``("mlp", MLPClassifier)``.
+
+    Raises
+    ------
+    ValueError
+        If ``preset`` is unknown.
+    """
+    steps: list[tuple[str, Any]] = []
+    if scaler:
+        steps.append(("scaler", StandardScaler()))
+    steps.append(("mlp", MLPClassifier(random_state=random_state, **mlp_params(preset, overrides))))
+    return Pipeline(steps)
+
+
+def fit_pipeline(pipeline: Pipeline, X: np.ndarray, y: np.ndarray) -> bool:
+    """Fit a pipeline of :func:`build_pipeline` in place; tell whether the MLP converged.
+
+    scikit-learn clips ``batch_size`` to the number of samples anyway but
+    warns each time; clipping first gives the same model without the
+    warning on small training sets.  Its ``ConvergenceWarning`` (stopped at
+    ``max_iter``) is caught and returned as ``False`` instead.
+
+    Parameters
+    ----------
+    pipeline : sklearn.pipeline.Pipeline
+        With an ``"mlp"`` step.
+    X : np.ndarray, shape (n_samples, n_features)
+    y : np.ndarray, shape (n_samples,)
+
+    Returns
+    -------
+    bool
+        True if the MLP met its tolerance criterion before ``max_iter`` epochs.
+    """
+    mlp = pipeline.named_steps["mlp"]
+    if isinstance(mlp.batch_size, int) and mlp.batch_size > len(y):
+        mlp.set_params(batch_size=max(1, len(y)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        pipeline.fit(X, y)
+    converged = True
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            converged = False
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return converged
+
+
+def label_order(clips: Sequence[Clip]) -> tuple[str, ...]:
+    """Labels present in ``clips``: RAVDESS emotions in code order, then others sorted.
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+
+    Returns
+    -------
+    tuple of str
+    """
+    present = {c.label for c in clips}
+    known = tuple(e for e in RAVDESS_EMOTIONS if e in present)
+    return known + tuple(sorted(present - set(known)))
+
+
+def encode_labels(clips: Sequence[Clip], labels: Sequence[str]) -> np.ndarray:
+    """Class indices of ``clips`` into ``labels``.
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+    labels : sequence of str
+
+    Returns
+    -------
+    np.ndarray, shape (n_clips,), int64
+
+    Raises
+    ------
+    ValueError
+        If a clip's label is not in ``labels``.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    try:
+        return np.array([index[c.label] for c in clips], dtype=np.int64)
+    except KeyError as err:
+        raise ValueError(f"label {err.args[0]!r} is not one of {list(labels)}") from None
+
+
+def data_fingerprint(clips: Sequence[Clip]) -> str:
+    """SHA-256 identifying a training set by its files' names, sizes and contents.
+
+    One line per clip, ``relative/path<TAB>label<TAB>size<TAB>sha256(content)``
+    with paths relative to the clips' common folder, sorted, joined with
+    newlines and hashed.  It does not depend on where the corpus lies.
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+
+    Returns
+    -------
+    str
+        64 hex digits.
+
+    Raises
+    ------
+    ValueError
+        If ``clips`` is empty.
+    OSError
+        If a file cannot be read.
+    """
+    if not clips:
+        raise ValueError("data_fingerprint: no clips")
+    paths = [Path(c.path).resolve() for c in clips]
+    root = Path(os.path.commonpath([p.parent for p in paths]))
+    lines = []
+    for clip, path in zip(clips, paths, strict=True):
+        content = path.read_bytes()
+        rel = path.relative_to(root).as_posix()
+        lines.append(f"{rel}\t{clip.label}\t{len(content)}\t{hashlib.sha256(content).hexdigest()}")
+    return hashlib.sha256("\n".join(sorted(lines)).encode("utf-8")).hexdigest()
+
+
+def featurize(
+    clips: Sequence[Clip],
+    *,
+    config: FeatureConfig | None = None,
+    n_jobs: int = 1,
+    progress: bool = False,
+    limits: AudioLimits | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> np.ndarray:
+    """Feature matrix of the clips, via :func:`ser_engine.features.extract_many`.
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+        Audio files to decode (16 kHz mono via :func:`ser_engine.audio.load_audio`).
+    config : FeatureConfig, optional
+        Features to compute (default ``FeatureConfig()``).
+    n_jobs : int, default 1
+        joblib worker processes for decoding and extraction.
+    progress : bool, default False
+        Show a tqdm progress bar on stderr.
+    limits : AudioLimits, optional
+        Decoding limits (default ``AudioLimits()``).
+    cache_dir : str or os.PathLike, optional
+        Keep the matrix in ``cache_dir/features-<key>.npy``, keyed by the
+        data fingerprint and the feature configuration, and reuse it.
+
+    Returns
+    -------
+    np.ndarray, shape (n_clips, config.n_features), float32
+        Row ``i`` belongs to ``clips[i]``.
+
+    Raises
+    ------
+    ser_engine.errors.AudioError
+        If a clip cannot be decoded.
+    """
+    config = config or FeatureConfig()
+    paths = [Path(c.path) for c in clips]
+    cache_file: Path | None = None
+    if cache_dir is not None and paths:
+        key_src = data_fingerprint(clips) + repr(sorted(config.to_dict().items())) + f"v{FEATURE_VERSION}"
+        key_src += "\n" + "\n".join(p.name for p in paths)  # row order
+        cache_file = Path(cache_dir) / f"features-{hashlib.sha256(key_src.encode()).hexdigest()[:24]}.npy"
+        if cache_file.is_file():
+            X = np.load(cache_file)
+            if X.shape == (len(paths), config.n_features):
+                return X
+    if n_jobs != 1 and len(paths) > 1:
+        # Run the first clip in this process: numba compiles and caches
+        # librosa's kernels once here, instead of in several workers that
+        # race to write the same cache files (which can corrupt them).
+        first = extract_many(paths[:1], config=config, limits=limits)
+        rest = extract_many(paths[1:], config=config, n_jobs=n_jobs, progress=progress, limits=limits)
+        X = np.vstack([first, rest])
+    else:
+        X = extract_many(paths, config=config, n_jobs=n_jobs, progress=progress, limits=limits)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, X)
+        os.replace(tmp, cache_file)
+    return X
+
+
+def train_model(
+    clips: Sequence[Clip],
+    *,
+    feature_config: FeatureConfig | None = None,
+    preset: str = "default",
+    scaler: bool = True,
+    overrides: Mapping[str, Any] | None = None,
+    random_state: int | None = 0,
+    labels: Sequence[str] | None = None,
+    X: np.ndarray | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    n_jobs: int = 1,
+    progress: bool = False,
+    limits: AudioLimits | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> ModelBundle:
+    """Fit a pipeline on all ``clips`` and wrap it with its provenance.
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+        Training clips (e.g. from :func:`ser_engine.corpora.load_ravdess`).
+    feature_config : FeatureConfig, optional
+        Features to train on (default ``FeatureConfig()``).
+    preset : str, default "default"
+        A key of :data:`PRESETS`.
+    scaler : bool, default True
+        Put a ``StandardScaler`` before the MLP.
+    overrides : mapping, optional
+        ``MLPClassifier`` keyword arguments replacing the preset's.
+    random_state : int or None, default 0
+        MLP seed.
+    labels : sequence of str, optional
+        Class order (default :func:`label_order` of ``clips``).
+    X : np.ndarray, shape (n_clips, feature_config.n_features), optional
+        Precomputed features of ``clips`` (from :func:`featurize` with the
+        same configuration); extracted when omitted.
+    metrics : mapping, optional
+        Evaluation results to store in the metadata (e.g.
+        ``EvaluationReport.summary()``).
+    n_jobs, progress, limits, cache_dir
+        Passed to :func:`featurize`.
+
+    Returns
+    -------
+    ModelBundle
+        ``metadata`` holds ``created_at`` (UTC ISO 8601), ``preset``,
+        ``mlp_params``, ``scaler``, ``random_state``, ``versions``,
+        ``data_fingerprint``, ``n_clips``, ``n_speakers``, ``class_counts``,
+        ``corpora``, ``n_iter``, ``converged`` and ``final_loss`` of the MLP, and
+        ``metrics`` if given.
+
+    Raises
+    ------
+    ValueError
+        If ``clips`` is empty, has fewer than two labels, ``X`` has the wrong
+        shape, or ``preset`` is unknown.
+    ser_engine.errors.AudioError
+        If a clip cannot be decoded.
+    """
+    if not clips:
+        raise ValueError("train_model: no clips")
+    config = feature_config or FeatureConfig()
+    labels = tuple(labels) if labels is not None else label_order(clips)
+    if len(labels) < 2:
+        raise ValueError("train_model: need at least two emotions to train a classifier")
+    y = encode_labels(clips, labels)
+    missing = [labels[i] for i in range(len(labels)) if not np.any(y == i)]
+    if missing:
+        raise ValueError(f"train_model: no training clip for {missing}")
+    if X is None:
+        X = featurize(clips, config=config, n_jobs=n_jobs, progress=progress, limits=limits, cache_dir=cache_dir)
+    elif X.shape != (len(clips), config.n_features):
+        raise ValueError(f"train_model: X has shape {X.shape}, expected {(len(clips), config.n_features)}")
+
+    params = mlp_params(preset, overrides)
+    pipeline = build_pipeline(preset, scaler=scaler, random_state=random_state, overrides=overrides)
+    converged = fit_pipeline(pipeline, X, y)
+    mlp: MLPClassifier = pipeline.named_steps["mlp"]
+    # Adam's moment estimates double the pickle and serve only to resume
+    # training; without them partial_fit starts a fresh optimiser.
+    if hasattr(mlp, "_optimizer"):
+        del mlp._optimizer
+    counts = {label: int(np.sum(y == i)) for i, label in enumerate(labels)}
+    metadata: dict[str, Any] = {
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "preset": preset,
+        "mlp_params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
+        "scaler": scaler,
+        "random_state": random_state,
+        "versions": library_versions(),
+        "data_fingerprint": data_fingerprint(clips),
+        "fingerprint_method": "sha256 over sorted lines 'relative path, label, size, sha256(content)'",
+        "n_clips": len(clips),
+        "n_speakers": len({c.speaker for c in clips}),
+        "class_counts": counts,
+        "corpora": sorted({c.corpus for c in clips}),
+        "n_iter": int(mlp.n_iter_),
+        "converged": converged,
+        "final_loss": float(mlp.loss_),
+    }
+    if metrics is not None:
+        metadata["metrics"] = dict(metrics)
+    return ModelBundle(pipeline=pipeline, labels=labels, feature_config=config, metadata=metadata)

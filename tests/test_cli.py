@@ -1,0 +1,136 @@
+"""The ``ser`` command line: predict with the shipped model; train and evaluate on a small real subset."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ser_engine.bundle import load_bundle
+from ser_engine.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def mini_corpus(ravdess_dir: Path, tmp_path_factory) -> Path:
+    """Actors 1-6, angry and sad only (96 clips), as links to the real files."""
+    root = tmp_path_factory.mktemp("mini")
+    for actor in range(1, 7):
+        folder = root / f"Actor_{actor:02d}"
+        folder.mkdir()
+        for src in sorted((ravdess_dir / folder.name).glob("03-01-0[45]-*.flac")):
+            (folder / src.name).symlink_to(src)
+    return root
+
+
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory) -> Path:
+    """One feature cache for the module: the mini corpus is extracted once."""
+    return tmp_path_factory.mktemp("feature-cache")
+
+
+# ------------------------------------------------------------------ predict
+def test_predict_real_subprocess(fixture_clips: list[Path]) -> None:
+    """The one end-to-end check: ``python -m ser_engine.cli`` with the shipped model."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ser_engine.cli", "predict", *map(str, fixture_clips)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4
+    expected = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
+    for clip, line in zip(fixture_clips, lines, strict=True):
+        name, _, rest = line.rpartition(": ")
+        assert name == str(clip)
+        label, confidence = rest.split(" (")
+        assert label == expected[clip.name.split("-")[2]]
+        assert 0.125 < float(confidence.rstrip(")")) <= 1.0
+
+
+def test_predict_json_and_per_file_errors(fixture_clips: list[Path], tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF but not really a wave file" * 10)
+    empty = tmp_path / "empty.ogg"
+    empty.write_bytes(b"")
+    code = main(["predict", "--json", str(fixture_clips[3]), str(bad), str(empty)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["file"] for r in rows] == [str(fixture_clips[3]), str(bad), str(empty)]
+    assert rows[0]["label"] == "angry" and set(rows[0]["probabilities"]) >= {"angry", "calm"}
+    assert rows[0]["confidence"] == max(rows[0]["probabilities"].values())
+    assert rows[1]["error"] and rows[2]["error"] == "That file is empty."
+    assert "Traceback" not in out + err
+
+    code = main(["predict", str(bad), str(fixture_clips[0])])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out.splitlines()[0].startswith(f"{bad}: error: ")
+    assert re.fullmatch(rf"{re.escape(str(fixture_clips[0]))}: neutral \(\d\.\d\d\)", out.splitlines()[1])
+
+
+def test_predict_missing_model(fixture_clips: list[Path], tmp_path: Path, capsys) -> None:
+    assert main(["predict", "--model", str(tmp_path / "none.joblib"), str(fixture_clips[0])]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: No emotion model found")
+
+
+def test_bad_arguments(capsys) -> None:
+    assert main([]) == 2
+    assert main(["evaluate", "--corpus", "x", "--emotions", "angry,bored"]) == 2
+    assert "unknown emotion(s) bored" in capsys.readouterr().err
+    assert main(["train", "--corpus", "x", "--preset", "giant"]) == 2
+
+
+def test_corpus_errors(tmp_path: Path, capsys) -> None:
+    assert main(["evaluate", "--corpus", str(tmp_path / "nope"), "--quiet"]) == 1
+    assert capsys.readouterr().err.startswith("error: The corpus folder 'nope' does not exist")
+
+
+# -------------------------------------------------------- evaluate and train
+def test_evaluate_writes_report_and_plots(mini_corpus: Path, feature_cache: Path, tmp_path: Path, capsys) -> None:
+    out_dir = tmp_path / "reports"
+    args = ["evaluate", "--corpus", str(mini_corpus), "--features", "tutorial", "--folds", "3",
+            "--max-iter", "40", "--out-dir", str(out_dir), "--cache-dir", str(feature_cache), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "96 clips, 6 speakers, 2 classes" in table
+    assert "random stratified 75/25 split" in table and "speaker-independent 3-fold (pooled)" in table
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["labels"] == ["sad", "angry"] and report["mlp_params"]["max_iter"] == 40
+    assert len(report["speaker"]["folds"]) == 3 and report["random"]["folds"][0]["n_test"] == 24
+    assert report["feature_config"]["groups"] == ["mfcc", "mel", "chroma"]
+    for png in ("confusion_matrix.png", "loss_curve.png"):
+        assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert main([*args, "--json", "--no-scaler"]) == 0  # features now come from the cache
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["scaler"] is False
+    assert printed == json.loads((out_dir / "report.json").read_text())
+
+
+def test_train_then_predict(mini_corpus: Path, feature_cache: Path, tmp_path: Path, capsys) -> None:
+    model = tmp_path / "out" / "mini.joblib"
+    args = ["train", "--corpus", str(mini_corpus), "--emotions", "angry,sad", "--features", "tutorial", "--folds", "2",
+            "--max-iter", "60", "--out", str(model), "--report-dir", str(tmp_path / "rep"),
+            "--cache-dir", str(feature_cache), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {model}" in out and "speaker-independent 2-fold" in out
+    bundle = load_bundle(model)
+    assert bundle.labels == ("sad", "angry") and bundle.metadata["n_clips"] == 96
+    assert bundle.feature_config.n_features == 180
+    assert bundle.metadata["metrics"]["speaker"]["n_folds"] == 2
+    assert (tmp_path / "rep" / "report.json").is_file()
+    clip = next(mini_corpus.glob("Actor_01/03-01-05-02-*.flac"))
+    assert main(["predict", "--model", str(model), "--json", str(clip)]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert list(row["probabilities"]) == ["sad", "angry"]

@@ -1,0 +1,126 @@
+"""Prediction with the shipped model: real clips, voice notes, signals, errors, threads."""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from ser_engine.audio import AudioLimits, load_audio
+from ser_engine.bundle import DEFAULT_MODEL_PATH, load_bundle
+from ser_engine.corpora import RAVDESS_EMOTIONS, load_ravdess, parse_ravdess_name
+from ser_engine.errors import (
+    AudioTooLongError,
+    AudioTooShortError,
+    EmptyAudioError,
+    SilentAudioError,
+    UndecodableAudioError,
+)
+from ser_engine.predict import Prediction, Predictor
+from ser_engine.training import data_fingerprint
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.load()
+
+
+def _check(p: Prediction, labels: tuple[str, ...]) -> None:
+    assert list(p.probabilities) == list(labels)
+    assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    assert all(0.0 <= v <= 1.0 for v in p.probabilities.values())
+    assert p.confidence == max(p.probabilities.values()) == p.probabilities[p.label]
+
+
+def test_shipped_model_metadata(predictor: Predictor) -> None:
+    assert predictor.labels == RAVDESS_EMOTIONS
+    meta = predictor.bundle.metadata
+    assert meta["n_clips"] == 1440 and meta["n_speakers"] == 24
+    assert meta["preset"] == "default" and meta["scaler"] is True
+    for protocol in ("random", "speaker"):
+        assert 1 / 8 < meta["metrics"][protocol]["uar"] <= 1.0
+    assert DEFAULT_MODEL_PATH.stat().st_size < 5 * 2**20
+
+
+def test_shipped_model_was_trained_on_this_corpus(predictor: Predictor, ravdess_dir: Path) -> None:
+    assert predictor.bundle.metadata["data_fingerprint"] == data_fingerprint(load_ravdess(ravdess_dir))
+
+
+def test_predict_fixture_clips(predictor: Predictor, fixture_clips: list[Path]) -> None:
+    # The four fixture clips were in the training set: the model must know them.
+    for clip in fixture_clips:
+        p = predictor.predict(clip)
+        _check(p, predictor.labels)
+        assert p.label == parse_ravdess_name(clip).emotion
+        assert p.duration_s == pytest.approx(sf.info(clip).duration, abs=1e-3)
+
+
+def test_bytes_and_path_agree(predictor: Predictor, angry_clip: Path) -> None:
+    a, b = predictor.predict(angry_clip), predictor.predict(angry_clip.read_bytes())
+    assert a == b
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.label = "calm"  # type: ignore[misc]
+    assert a.to_dict()["probabilities"] == a.probabilities
+
+
+def test_voice_note_of_an_angry_clip(predictor: Predictor, angry_clip: Path, voice_note_factory) -> None:
+    note = voice_note_factory(angry_clip)
+    p = predictor.predict(note.read_bytes())
+    _check(p, predictor.labels)
+    assert p.label == "angry"
+    assert p.duration_s == pytest.approx(sf.info(angry_clip).duration, abs=0.05)
+
+
+def test_predict_signal_resamples(predictor: Predictor, angry_clip: Path) -> None:
+    y16 = load_audio(angry_clip)
+    at16 = predictor.predict_signal(y16)
+    from_file = predictor.predict(angry_clip)
+    assert at16.label == from_file.label and at16.duration_s == from_file.duration_s
+    assert at16.probabilities == pytest.approx(from_file.probabilities, abs=1e-6)
+    y48 = soxr.resample(y16, 16_000, 48_000)
+    at48 = predictor.predict_signal(y48, sr=48_000)
+    assert at48.label == at16.label
+    assert at48.duration_s == pytest.approx(at16.duration_s, abs=1e-3)
+    for label in predictor.labels:
+        assert at48.probabilities[label] == pytest.approx(at16.probabilities[label], abs=0.05)
+
+
+def test_signal_errors(predictor: Predictor) -> None:
+    with pytest.raises(EmptyAudioError):
+        predictor.predict_signal(np.zeros(0, dtype=np.float32))
+    with pytest.raises(AudioTooShortError):
+        predictor.predict_signal(np.full(1600, 0.1, dtype=np.float32))
+    with pytest.raises(SilentAudioError):
+        predictor.predict_signal(np.zeros(16_000, dtype=np.float32))
+    with pytest.raises(ValueError):
+        predictor.predict_signal(np.zeros((2, 16_000), dtype=np.float32))
+    short = Predictor(predictor.bundle, limits=AudioLimits(max_duration_s=1.0))
+    with pytest.raises(AudioTooLongError):
+        short.predict_signal(np.full(32_000, 0.1, dtype=np.float32))
+
+
+def test_undecodable_input(predictor: Predictor, tmp_path: Path) -> None:
+    with pytest.raises(UndecodableAudioError):
+        predictor.predict(b"this is not audio at all" * 100)
+    with pytest.raises(UndecodableAudioError):
+        predictor.predict(tmp_path / "missing.ogg")
+
+
+def test_threads_share_one_predictor(predictor: Predictor, fixture_clips: list[Path]) -> None:
+    serial = [predictor.predict(c) for c in fixture_clips]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(predictor.predict, fixture_clips * 2))
+    for got, want in zip(parallel, serial * 2, strict=True):
+        assert got.label == want.label
+        assert got.probabilities == pytest.approx(want.probabilities, abs=1e-6)
+
+
+def test_predictor_from_a_loaded_bundle(predictor: Predictor, angry_clip: Path) -> None:
+    again = Predictor(load_bundle(DEFAULT_MODEL_PATH))
+    assert again.predict(angry_clip) == predictor.predict(angry_clip)
+    assert "angry" in repr(again)
