@@ -154,7 +154,13 @@ def case_voice_note(
 
 # -------------------------------------------------------- (b) clip lengths
 def case_clip_lengths(
-    engine: Any, reference: ref.ReferencePredictor, notes: dict[float, bytes], *, reps: dict[float, int], warmup: int
+    engine: Any,
+    reference: ref.ReferencePredictor,
+    notes: dict[float, bytes],
+    *,
+    reps: dict[float, int],
+    warmup: int,
+    skip_reference: Sequence[float] = (),
 ) -> dict[str, Any]:
     """(b) End-to-end latency for recordings of several lengths (Ogg/Opus voice notes).
 
@@ -168,33 +174,31 @@ def case_clip_lengths(
         Measured repetitions by duration.
     warmup : int
         Warm-up repetitions of each variant.
+    skip_reference : sequence of float
+        Durations timed for the engine only (``--quick`` skips the slow
+        reference on the 60 s note).
 
     Returns
     -------
     dict
         By duration (``"3s"``, ...): ``engine`` and ``reference``
-        :class:`~benchmarks.timing.Stats` dicts, ``speedup`` (ratio of
-        medians) and ``engine_realtime_factor`` (audio seconds per second of
-        processing).
+        :class:`~benchmarks.timing.Stats` dicts (``reference`` None when
+        skipped), ``speedup`` (ratio of medians, or None) and
+        ``engine_realtime_factor`` (audio seconds per second of processing).
     """
 
     def run() -> dict[str, Any]:
         out: dict[str, Any] = {}
         for seconds, data in notes.items():
-            samples = interleaved(
-                [
-                    Variant("engine", lambda data=data: engine.predict(data)),
-                    Variant("reference", lambda data=data: reference.predict(data)),
-                ],
-                reps=reps[seconds],
-                warmup=warmup,
-            )
-            st = _stats(samples)
+            variants = [Variant("engine", lambda data=data: engine.predict(data))]
+            if seconds not in skip_reference:
+                variants.append(Variant("reference", lambda data=data: reference.predict(data)))
+            st: dict[str, Any] = {"reference": None, **_stats(interleaved(variants, reps=reps[seconds], warmup=warmup))}
             out[f"{seconds:g}s"] = {
                 "duration_s": seconds,
                 "bytes": len(data),
                 **st,
-                "speedup": st["reference"]["median_s"] / st["engine"]["median_s"],
+                "speedup": st["reference"]["median_s"] / st["engine"]["median_s"] if st["reference"] else None,
                 "engine_realtime_factor": seconds / st["engine"]["median_s"],
             }
         return {"clips": out, "thread_settings": "BLAS 1 thread both sides (threadpoolctl)"}
