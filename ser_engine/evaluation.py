@@ -34,6 +34,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
 from sklearn.model_selection import GroupKFold, train_test_split
 
+from .bundle import _json_default
 from .training import build_pipeline, fit_pipeline, mlp_params
 
 __all__ = [
@@ -217,16 +218,6 @@ class EvaluationReport:
                 f"{label:<{width}} {self.random.per_class_recall[label]:>8.3f} {self.speaker.per_class_recall[label]:>8.3f}"
             )
         return "\n".join(lines)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
 
 
 def score(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> dict[str, Any]:

@@ -9,7 +9,6 @@ per-call state, so one instance may serve several threads at once.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -178,12 +177,9 @@ class Predictor:
         by_label = dict(zip(self._columns, (float(p) for p in proba), strict=True))
         probabilities = {label: by_label.get(label, 0.0) for label in self.labels}
         label = max(probabilities, key=probabilities.__getitem__)
-        confidence = probabilities[label]
-        if not math.isfinite(confidence):  # pragma: no cover - a fitted MLP gives finite softmax outputs
-            raise ValueError("the model returned non-finite probabilities")
         return Prediction(
             label=label,
-            confidence=confidence,
+            confidence=probabilities[label],
             probabilities=probabilities,
             duration_s=float(y.size / TARGET_SR),
         )
