@@ -515,12 +515,16 @@ def extract_many(
     config = config or FeatureConfig()
     items = list(items)
     it: Iterable[Any] = tqdm(items, desc=desc, unit="clip", disable=not progress)
-    if n_jobs == 1:
+    if n_jobs == 1 or len(items) < 2:
         rows = [_one(x, config, limits) for x in it]
     else:
         from joblib import Parallel, delayed
 
-        rows = Parallel(n_jobs=n_jobs, batch_size=8)(delayed(_one)(x, config, limits) for x in it)
+        # The first clip runs here, before any worker starts: librosa's numba
+        # kernels are compiled and cached by one process, not raced by several.
+        it = iter(it)
+        first = _one(next(it), config, limits)
+        rows = [first, *Parallel(n_jobs=n_jobs, batch_size=8)(delayed(_one)(x, config, limits) for x in it)]
     if not rows:
         return np.zeros((0, config.n_features), dtype=np.float32)
     return np.vstack(rows).astype(np.float32, copy=False)
