@@ -68,10 +68,17 @@ class _TimedRequests(list):  # type: ignore[type-arg]
         super().append(item)
 
 
-def _bot_env(fake: Any, model_path: Path, workdir: Path) -> dict[str, str]:
-    from bot.config import Settings
+_BOT_SETTINGS_PREFIXES = ("DISCORD_", "SER_", "DEV_GUILD", "DATABASE_URL", "DATA_DIR", "SYNC_COMMANDS", "LOG_LEVEL")
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SER_", "DEV_GUILD"))}
+
+def _bot_env(fake: Any, model_path: Path) -> dict[str, str]:
+    """The bot's environment: this process's, minus any bot setting, plus the fake Discord's.
+
+    The bot runs in a throw-away working directory, so its defaults that are
+    relative paths (e.g. a local SQLite database under ``./data``) land there
+    and no ``.env`` file is read.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(_BOT_SETTINGS_PREFIXES)}
     env.update(
         PYTHONPATH=str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
         DISCORD_TOKEN=fake.token,
@@ -80,10 +87,6 @@ def _bot_env(fake: Any, model_path: Path, workdir: Path) -> dict[str, str]:
         SER_WORKERS="2",
         LOG_LEVEL="INFO",
     )
-    # Storage settings, if the bot has any: a throw-away SQLite file.
-    for name in Settings.model_fields:
-        if "database" in name or name.endswith("db_url"):
-            env[name.upper()] = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
     return env
 
 
@@ -124,7 +127,7 @@ async def _main(model_path: Path, note: bytes, duration_s: float, sequential: in
             with open(log_path, "wb") as log_file:
                 t_spawn = time.perf_counter()
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "bot", cwd=tmp, env=_bot_env(fake, model_path, Path(tmp)),
+                    sys.executable, "-m", "bot", cwd=tmp, env=_bot_env(fake, model_path),
                     stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                 )  # fmt: skip
                 try:
@@ -133,7 +136,8 @@ async def _main(model_path: Path, note: bytes, duration_s: float, sequential: in
                     done, _ = await asyncio.wait({exited, connected}, return_when=asyncio.FIRST_COMPLETED)
                     if exited in done:
                         connected.cancel()
-                        raise RuntimeError(f"the bot exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
+                        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+                        raise RuntimeError(f"the bot exited ({proc.returncode}): {lines[-1] if lines else 'no output'}")
                     connected.result()
                     exited.cancel()
                     t_connected = time.perf_counter()
