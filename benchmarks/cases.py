@@ -319,6 +319,11 @@ def case_throughput(
 
 
 # ---------------------------------------------------------- (d) cold start
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
+
+
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -333,7 +338,7 @@ def _run_child(args: Sequence[str], timeout_s: float = 300.0) -> dict[str, Any]:
     )  # fmt: skip
     t_exit = time.time()
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark child {args[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        raise RuntimeError(f"benchmark child {args[0]} failed ({proc.returncode}): {_last_line(proc.stderr)}")
     marks = json.loads(proc.stdout.strip().splitlines()[-1])
     out = {k: v - t0 for k, v in marks.items() if isinstance(v, float) and k.startswith("t_")}
     out["exit_s"] = t_exit - t0
@@ -431,7 +436,7 @@ def _time_cli_train(corpus: Path, recipe: Sequence[str], cache_dir: Path, out: P
     proc = subprocess.run(cmd, cwd=ROOT, env=_child_env(), capture_output=True, text=True, timeout=3600, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"ser train failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        raise RuntimeError(f"ser train failed ({proc.returncode}): {_last_line(proc.stderr)}")
     return wall
 
 
