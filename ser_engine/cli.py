@@ -8,6 +8,8 @@ Examples
     ser predict --json clip.flac              # one JSON object per line
     ser evaluate --corpus ../shared/data/ravdess-16k --out-dir reports/
     ser train --corpus ../shared/data/ravdess-16k --out models/ravdess-8class.joblib
+    ser models list                           # registered versions, * marks the active one
+    ser models activate 3 / ser models rollback
 
 Also runnable as ``python -m ser_engine.cli``.  Exit status: 0 on success,
 1 if any file or the run failed (one ``error:`` line each, no traceback),
@@ -78,14 +80,14 @@ def _recipe_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``ser`` with its three sub-commands.
+    """The argument parser of ``ser`` with its sub-commands.
 
     Returns
     -------
     argparse.ArgumentParser
     """
     parser = argparse.ArgumentParser(prog="ser", description="Speech emotion recognition (ser_engine).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,train,evaluate}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,train,evaluate,models}")
 
     p = sub.add_parser("predict", help="classify audio files", description="Print the emotion of each audio file.")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg/opus, mp3, m4a, ...)")
@@ -100,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, metavar="PATH", help="bundle path (default models/ravdess-<N>class.joblib)")
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation (no metrics in the bundle)")
     t.add_argument("--report-dir", type=Path, metavar="DIR", help="also write the evaluation report and plots here")
+    t.add_argument("--registry", type=Path, metavar="DIR", help="also register the bundle as a new version in DIR")
+    t.add_argument("--activate", action="store_true", help="with --registry: make the new version active")
 
     e = sub.add_parser(
         "evaluate", parents=[common], help="evaluate a recipe",
@@ -107,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     e.add_argument("--out-dir", type=Path, default=Path("reports"), metavar="DIR", help="report folder (default reports/)")
     e.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+
+    m = sub.add_parser("models", help="list, activate or roll back registered model versions",
+                       description="Model registry: every bundle is a version; one is active.")  # fmt: skip
+    m.add_argument("--registry", type=Path, metavar="DIR", help="registry folder (default models/registry)")
+    m.add_argument("action", choices=["list", "activate", "rollback"], help="what to do")
+    m.add_argument("version", nargs="?", metavar="VERSION", help="for activate: a version number (3 or v3)")
     return parser
 
 
@@ -217,6 +227,52 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     save_bundle(bundle, target)
     size_kib = target.stat().st_size / 1024
     print(f"wrote {target} ({size_kib:.0f} KiB) and {sidecar_path(target)}", file=out)
+    if args.registry is not None:
+        from .registry import ModelRegistry
+
+        registry = ModelRegistry(args.registry)
+        entry = registry.import_file(target, source="ser train")
+        print(f"registered as {entry.name} in {registry.root}", file=out)
+        if args.activate:
+            registry.activate(entry.version)
+            print(f"{entry.name} is now active", file=out)
+    return 0
+
+
+# ------------------------------------------------------------------- models
+def _version_number(text: str | None) -> int:
+    digits = (text or "").strip().lower().removeprefix("v")
+    if not digits.isdigit():
+        raise SERError(f"{text!r} is not a model version (use e.g. 3 or v3).")
+    return int(digits)
+
+
+def _models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .bundle import DEFAULT_MODEL_PATH
+    from .registry import ModelRegistry
+
+    registry = ModelRegistry(args.registry)
+    if args.action == "list":
+        if not registry.version_numbers():
+            print(f"no versions in {registry.root} (the default model is {DEFAULT_MODEL_PATH})", file=out)
+            return 0
+        ptr = registry.pointer()
+        for v in registry.list():
+            mark = "*" if v.version == ptr["active"] else ("<" if ptr["history"] and v.version == ptr["history"][-1] else " ")
+            f1 = v.metrics.get("macro_f1")
+            f1_text = f"macro-F1 {f1:.3f}" if f1 is not None else "macro-F1 -"
+            status = "" if v.info.get("promoted") is not False else "  (not promoted)"
+            print(f"{mark} {v.name:<5} {v.created_at:<26} {len(v.labels)} classes  {f1_text}  {v.source}{status}",
+                  file=out)  # fmt: skip
+        print("(* active, < previous: the target of rollback)", file=out)
+        return 0
+    if args.action == "activate":
+        version = _version_number(args.version)
+        registry.activate(version)
+        print(f"v{version} is now active", file=out)
+        return 0
+    version, _ = registry.rollback()
+    print(f"rolled back: v{version} is now active", file=out)
     return 0
 
 
@@ -244,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _predict(args, out, err)
         if args.command == "evaluate":
             return _evaluate(args, out, err)
+        if args.command == "models":
+            return _models(args, out, err)
         return _train(args, out, err)
     except SERError as exc:
         print(f"error: {exc.user_message}", file=err)
