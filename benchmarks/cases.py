@@ -71,7 +71,8 @@ def case_voice_note(
     note's own 48 kHz (decoding, limits, DC and silence checks, no
     resampling); ``resample`` = the engine's soxr call 48 -> 16 kHz (HQ);
     ``features`` = ``extract_features`` with the bundle's configuration;
-    ``predict`` = the bundle pipeline's ``predict_proba`` on one vector.
+    ``predict`` = ``Predictor.classify_features`` on the vector (where the
+    engine has it; else the bundle pipeline's ``predict_proba``).
     Stages of the reference: ``decode`` = ``pydub.AudioSegment.from_file``;
     ``resample`` = pydub's mono/16 kHz conversion to float samples;
     ``features`` = the five librosa calls; ``predict`` = the MLP.
@@ -110,6 +111,15 @@ def case_voice_note(
     y_native = load_audio(note, sr=native_sr, limits=limits)
     y16 = soxr.resample(y_native, native_sr, 16_000, quality="HQ").astype(np.float32)
     x = extract_features(y=y16, sr=16_000, config=config)
+    if hasattr(engine, "classify_features"):  # normaliser, pipeline and calibration, as predict() runs them
+
+        def classify() -> object:
+            return engine.classify_features(x)
+
+    else:
+
+        def classify() -> object:
+            return pipeline.predict_proba(x[None, :])
     seg = ref.decode(note)
     ry = ref.to_signal(seg)
     rx = ref.extract_features(ry)
@@ -119,7 +129,7 @@ def case_voice_note(
         Variant("engine.decode", lambda: load_audio(note, sr=native_sr, limits=limits)),
         Variant("engine.resample", lambda: soxr.resample(y_native, native_sr, 16_000, quality="HQ")),
         Variant("engine.features", lambda: extract_features(y=y16, sr=16_000, config=config)),
-        Variant("engine.predict", lambda: pipeline.predict_proba(x[None, :])),
+        Variant("engine.predict", classify),
         Variant("reference.total", lambda: reference.predict(note)),
         Variant("reference.decode", lambda: ref.decode(note)),
         Variant("reference.resample", lambda: ref.to_signal(seg)),
