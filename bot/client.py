@@ -20,7 +20,7 @@ __all__ = ["SERBot", "INTENTS", "REQUIRED_PERMISSIONS", "EXTENSIONS", "invite_ur
 log = logging.getLogger(__name__)
 
 #: Cog packages loaded at start-up (Red-DiscordBot style: each has ``async def setup(bot)``).
-EXTENSIONS: tuple[str, ...] = ("bot.cogs.emotion",)
+EXTENSIONS: tuple[str, ...] = ("bot.cogs.emotion", "bot.cogs.admin")
 
 
 def _intents() -> discord.Intents:

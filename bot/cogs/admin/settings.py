@@ -1,0 +1,88 @@
+"""Settings of the model life cycle (``/retrain``, ``/model``), from the environment or ``.env``.
+
+Kept apart from :class:`bot.config.Settings` so the admin cog owns them; a
+test (or an embedding program) may set ``bot.lifecycle_settings`` to an
+instance before the cog loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["LifecycleSettings"]
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+class LifecycleSettings(BaseSettings):
+    """Where models and training data live, who may retrain, and the quality gate.
+
+    Attributes
+    ----------
+    ser_registry_dir : Path
+        ``SER_REGISTRY_DIR``: model registry folder (default ``models/registry``).
+        When empty, ``SER_MODEL_PATH`` is adopted as version 1.
+    ser_corpus_dirs : str
+        ``SER_CORPUS_DIRS``: comma-separated RAVDESS-layout folders to train on.
+    ser_feature_cache_dir : Path
+        ``SER_FEATURE_CACHE_DIR``: per-file feature cache (default ``data/feature-cache``).
+    ser_owner_ids : str
+        ``SER_OWNER_IDS``: comma-separated user ids allowed to retrain and switch
+        models anywhere (besides members with Manage Server).
+    ser_promote_margin : float
+        ``SER_PROMOTE_MARGIN``: a new model is activated only if its
+        speaker-independent macro-F1 is at least the active one's minus this (default 0.02).
+    ser_retrain_emotions, ser_retrain_speakers : str
+        ``SER_RETRAIN_EMOTIONS`` / ``SER_RETRAIN_SPEAKERS``: comma-separated subsets (default all).
+    ser_retrain_folds : int
+        ``SER_RETRAIN_FOLDS``: speaker-independent folds (default 6).
+    ser_retrain_max_iter : int or None
+        ``SER_RETRAIN_MAX_ITER``: override of the MLP's epochs.
+    ser_retrain_jobs : int
+        ``SER_RETRAIN_JOBS``: feature-extraction processes (default 1: a core stays free for answers).
+    ser_feedback_weight : float
+        ``SER_FEEDBACK_WEIGHT``: sample weight of a user's feedback clip (corpus clips weigh 1).
+    ser_retrain_corrupt_labels : bool
+        ``SER_RETRAIN_CORRUPT_LABELS``: **testing only**, train on shuffled labels.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", case_sensitive=False,
+                                      extra="ignore", hide_input_in_errors=True)  # fmt: skip
+
+    ser_registry_dir: Path = Path("models/registry")
+    ser_corpus_dirs: str = ""
+    ser_feature_cache_dir: Path = Path("data/feature-cache")
+    ser_owner_ids: str = ""
+    ser_promote_margin: float = Field(0.02, ge=0.0, le=1.0)
+    ser_retrain_emotions: str = ""
+    ser_retrain_speakers: str = ""
+    ser_retrain_folds: int = Field(6, ge=2, le=50)
+    ser_retrain_max_iter: int | None = Field(None, ge=1)
+    ser_retrain_jobs: int = Field(1, ge=1, le=64)
+    ser_feedback_weight: float = Field(2.0, gt=0.0)
+    ser_retrain_corrupt_labels: bool = False
+
+    @property
+    def corpus_dirs(self) -> list[str]:
+        """:attr:`ser_corpus_dirs` as a list."""
+        return _split(self.ser_corpus_dirs)
+
+    @property
+    def owner_ids(self) -> frozenset[int]:
+        """:attr:`ser_owner_ids` as integers (non-numbers ignored)."""
+        return frozenset(int(x) for x in _split(self.ser_owner_ids) if x.isdigit())
+
+    @property
+    def emotions(self) -> list[str] | None:
+        """:attr:`ser_retrain_emotions` as a list, or ``None`` for all."""
+        return _split(self.ser_retrain_emotions) or None
+
+    @property
+    def speakers(self) -> list[str] | None:
+        """:attr:`ser_retrain_speakers` as a list, or ``None`` for all."""
+        return _split(self.ser_retrain_speakers) or None
