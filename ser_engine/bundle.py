@@ -4,7 +4,8 @@ On disk a bundle is two files side by side:
 
 ``NAME.joblib``
     A joblib pickle of ``{"format", "pipeline", "labels", "feature_config",
-    "metadata"}``.
+    "metadata"}`` and, from format 2 on, ``"normalization"`` (a
+    :meth:`SpeakerNormalizer.to_dict` or None) and ``"temperature"``.
 ``NAME.json``
     A human-readable sidecar: the SHA-256 and size of the ``.joblib`` file,
     the library versions that wrote it, and a copy of the labels, feature
@@ -38,6 +39,7 @@ from sklearn.pipeline import Pipeline
 
 from .errors import ModelCompatibilityError, ModelIntegrityError, ModelNotFoundError
 from .features import FEATURE_VERSION, FeatureConfig
+from .normalization import SpeakerNormalizer
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -49,8 +51,15 @@ __all__ = [
     "sidecar_path",
 ]
 
-BUNDLE_FORMAT: Final[int] = 1
-"""Layout version of the joblib payload and its sidecar."""
+BUNDLE_FORMAT: Final[int] = 2
+"""Layout version of the joblib payload and its sidecar that this engine writes.
+
+Format 1 had no ``normalization`` and ``temperature`` (read as "none" and
+1.0); format 2 adds them.  An engine that only knows format 1 refuses a
+format-2 bundle instead of silently skipping its speaker normalisation."""
+
+READABLE_FORMATS: Final[tuple[int, ...]] = (1, 2)
+"""Bundle formats :func:`load_bundle` accepts."""
 
 DEFAULT_MODEL_PATH: Final[Path] = Path(__file__).resolve().parents[1] / "models" / "ravdess-8class.joblib"
 """The shipped model: 8 RAVDESS emotions, see ``models/README.md``."""
@@ -93,20 +102,41 @@ class ModelBundle:
     metadata : dict
         JSON-serialisable provenance: library versions, training-data
         fingerprint, class counts, metrics, ``created_at`` ...
+    normalizer : SpeakerNormalizer, optional
+        The per-speaker normalisation the pipeline expects its input to have
+        had (None: raw features, as format-1 bundles).
+    temperature : float, default 1.0
+        Temperature ``T`` of the probabilities: the pipeline's probabilities
+        ``p`` are reported as ``p ** (1 / T)`` renormalised, i.e. softmax of
+        the MLP's logits divided by ``T`` (temperature scaling, Guo et al.
+        2017, "On calibration of modern neural networks", ICML).
 
     Raises
     ------
     ValueError
-        If ``labels`` is empty or repeats a name, or the fitted pipeline's
-        classes are not ``0 .. len(labels) - 1``.
+        If ``labels`` is empty or repeats a name, the fitted pipeline's
+        classes are not ``0 .. len(labels) - 1``, ``temperature`` is not
+        positive, or the normaliser is unfitted.
     """
 
     pipeline: Pipeline
     labels: tuple[str, ...]
     feature_config: FeatureConfig
     metadata: dict[str, Any] = field(default_factory=dict)
+    normalizer: SpeakerNormalizer | None = None
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
+        self.temperature = float(self.temperature)
+        if not (np.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"ModelBundle: temperature must be positive, got {self.temperature}")
+        if self.normalizer is not None and not self.normalizer.fitted:
+            raise ValueError("ModelBundle: the speaker normaliser is not fitted")
+        if self.normalizer is not None and self.normalizer.n_features != self.feature_config.n_features:
+            raise ValueError(
+                f"ModelBundle: the normaliser has {self.normalizer.n_features} features, "
+                f"the feature configuration {self.feature_config.n_features}"
+            )
         self.labels = tuple(str(label) for label in self.labels)
         if not self.labels or len(set(self.labels)) != len(self.labels):
             raise ValueError(f"ModelBundle: labels must be distinct and non-empty, got {self.labels}")
@@ -214,6 +244,8 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], *, compress: 
         "labels": labels,
         "feature_config": config,
         "metadata": metadata,
+        "normalization": None if bundle.normalizer is None else bundle.normalizer.to_dict(),
+        "temperature": bundle.temperature,
     }
     buffer = io.BytesIO()
     joblib.dump(payload, buffer, compress=compress)
@@ -226,6 +258,8 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], *, compress: 
         "versions": library_versions(),
         "labels": labels,
         "feature_config": config,
+        "normalization": None if bundle.normalizer is None else bundle.normalizer.describe(),
+        "temperature": bundle.temperature,
         "metadata": metadata,
     }
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -258,9 +292,10 @@ def _read_sidecar(target: Path) -> dict[str, Any]:
 
 
 def _check_versions(sidecar: dict[str, Any], name: str) -> FeatureConfig:
-    if sidecar.get("format") != BUNDLE_FORMAT:
+    if sidecar.get("format") not in READABLE_FORMATS:
         raise ModelCompatibilityError(
-            f"The model {name} has bundle format {sidecar.get('format')!r}; this engine reads format {BUNDLE_FORMAT}."
+            f"The model {name} has bundle format {sidecar.get('format')!r}; this engine reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}."
         )
     import sklearn
 
@@ -343,18 +378,21 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, expected_sha256: 
         raise ModelIntegrityError(f"The model {name} could not be unpickled.") from None
     if (
         not isinstance(payload, dict)
-        or payload.get("format") != BUNDLE_FORMAT
+        or payload.get("format") != sidecar.get("format")
         or list(payload.get("labels", ())) != list(sidecar.get("labels", ()))
         or payload.get("feature_config") != sidecar.get("feature_config")
         or not isinstance(payload.get("pipeline"), Pipeline)
     ):
         raise ModelIntegrityError(f"The model {name} does not match its description.")
     try:
+        normalization = payload.get("normalization")
         return ModelBundle(
             pipeline=payload["pipeline"],
             labels=tuple(payload["labels"]),
             feature_config=config,
             metadata=dict(payload.get("metadata") or {}),
+            normalizer=None if normalization is None else SpeakerNormalizer.from_dict(normalization),
+            temperature=float(payload.get("temperature", 1.0)),
         )
-    except ValueError:
-        raise ModelIntegrityError(f"The model {name} is inconsistent: its classes do not match its labels.") from None
+    except (ValueError, TypeError, KeyError):
+        raise ModelIntegrityError(f"The model {name} is inconsistent (classes, labels, normalisation or temperature).") from None

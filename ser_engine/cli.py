@@ -7,6 +7,7 @@ Examples
     ser predict clip.flac note.ogg            # "clip.flac: angry (0.87)" per file
     ser predict --json clip.flac              # one JSON object per line
     ser evaluate --corpus ../shared/data/ravdess-16k --out-dir reports/
+    ser evaluate --corpus ../shared/data/ravdess-16k --condition opus24k,noise20,noise10
     ser train --corpus ../shared/data/ravdess-16k --out models/ravdess-8class.joblib
     ser models list                           # registered versions, * marks the active one
     ser models activate 3 / ser models rollback
@@ -52,6 +53,35 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _condition_list(text: str) -> list[str]:
+    from .augment import CONDITIONS
+
+    chosen = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in CONDITIONS or c == "clean"]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown condition(s) {', '.join(unknown) or '(none given)'}; choose from "
+            f"{','.join(c for c in CONDITIONS if c != 'clean')}"
+        )
+    return chosen
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
+    return value
+
+
+#: The small grid of ``--nested-grid``: hidden units x L2 penalty.
+NESTED_GRID: tuple[dict[str, Any], ...] = tuple(
+    {"hidden_layer_sizes": [h], "alpha": a} for h in (64, 128) for a in (1.0, 3.0, 10.0)
+)
+
+
 def _recipe_options() -> argparse.ArgumentParser:
     from .training import PRESETS
 
@@ -72,6 +102,27 @@ def _recipe_options() -> argparse.ArgumentParser:
     recipe.add_argument("--max-iter", type=_positive_int, metavar="N", help="override the preset's max_iter")
     recipe.add_argument("--seed", type=int, default=0, help="random seed of split and MLP (default 0)")
     recipe.add_argument("--folds", type=_positive_int, default=6, help="speaker-independent folds (default 6)")
+    recipe.add_argument(
+        "--normalization", default="speaker", choices=["speaker", "none"],
+        help="standardise features per speaker (default) or not",
+    )  # fmt: skip
+    recipe.add_argument(
+        "--min-clips", type=_positive_int, default=5, metavar="N",
+        help="clips of a speaker before prediction uses their own statistics (default 5)",
+    )  # fmt: skip
+    recipe.add_argument("--no-calibrate", action="store_true", help="no temperature scaling")
+    recipe.add_argument(
+        "--unsure-below", type=_unit_float, default=0.5, metavar="P",
+        help="confidence below which an answer is flagged unsure (default 0.5)",
+    )  # fmt: skip
+    recipe.add_argument(
+        "--nested-grid", action="store_true",
+        help="choose hidden units (64,128) x alpha (1,3,10) per fold by inner speaker-independent CV",
+    )  # fmt: skip
+    recipe.add_argument(
+        "--condition", type=_condition_list, default=[], metavar="C1,C2,...",
+        help="also score held-out clips degraded this way, e.g. opus24k,noise20,noise10",
+    )  # fmt: skip
     run = common.add_argument_group("run")
     run.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="parallel processes (default 1)")
     run.add_argument("--cache-dir", type=Path, metavar="DIR", help="reuse feature matrices cached in DIR")
@@ -177,18 +228,31 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
     y = encode_labels(clips, labels)
     groups = np.array([c.speaker for c in clips])
     overrides = {"max_iter": args.max_iter} if args.max_iter else None
+    args.clips = clips
     return clips, labels, X, y, groups, config, overrides
 
 
 def _run_evaluation(args: argparse.Namespace, labels: Any, X: Any, y: Any, groups: Any, config: Any, overrides: Any) -> Any:
     from .evaluation import evaluate
 
+    from .training import featurize_condition
+
     n_speakers = len(set(groups.tolist()))
     if args.folds > n_speakers or args.folds < 2:
         raise SERError(f"--folds must be between 2 and the number of speakers ({n_speakers}).")
+    variants = {}
+    for condition in args.condition:
+        if not args.quiet:
+            print(f"features of the clips under {condition} ...", file=sys.stderr)
+        variants[condition] = featurize_condition(
+            args.clips, condition, config=config, n_jobs=args.jobs, cache_dir=args.cache_dir
+        )
     return evaluate(
         X, y, groups, labels=labels, preset=args.preset, scaler=not args.no_scaler, overrides=overrides,
         random_state=args.seed, folds=args.folds, feature_config=config.to_dict(), n_jobs=args.jobs,
+        normalization=args.normalization, min_clips=args.min_clips, variants=variants,
+        grid=NESTED_GRID if args.nested_grid else None, calibrate=not args.no_calibrate,
+        unsure_below=args.unsure_below,
     )  # fmt: skip
 
 
@@ -219,9 +283,17 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         metrics = report.summary()
         if args.report_dir is not None:
             write_report(report, args.report_dir)
+    from .training import choose_recipe
+
+    overrides, temperature = choose_recipe(
+        X, y, groups, preset=args.preset, scaler=not args.no_scaler, overrides=overrides, random_state=args.seed,
+        normalization=args.normalization, min_clips=args.min_clips, grid=NESTED_GRID if args.nested_grid else None,
+        calibrate=not args.no_calibrate,
+    )  # fmt: skip
     bundle = train_model(
         clips, feature_config=config, preset=args.preset, scaler=not args.no_scaler, overrides=overrides,
-        random_state=args.seed, labels=labels, X=X, metrics=metrics,
+        random_state=args.seed, labels=labels, X=X, metrics=metrics, normalization=args.normalization,
+        min_clips=args.min_clips, temperature=temperature, unsure_below=args.unsure_below,
     )  # fmt: skip
     target = args.out or Path("models") / f"ravdess-{len(labels)}class.joblib"
     save_bundle(bundle, target)

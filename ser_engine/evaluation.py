@@ -35,10 +35,15 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_m
 from sklearn.model_selection import GroupKFold, train_test_split
 
 from .bundle import _json_default
+from .normalization import SpeakerNormalizer
+from .predict import apply_temperature
 from .training import build_pipeline, fit_pipeline, mlp_params
 
 __all__ = [
+    "CalibrationResult",
     "EvaluationReport",
+    "expected_calibration_error",
+    "fit_temperature",
     "FoldResult",
     "ProtocolResult",
     "evaluate",
@@ -136,7 +141,21 @@ class EvaluationReport:
     random : ProtocolResult
         Stratified random split.
     speaker : ProtocolResult
-        Speaker-independent GroupKFold.
+        Speaker-independent GroupKFold (held-out speakers normalised from
+        their own unlabelled clips when ``normalization == "speaker"``).
+    normalization : str
+        ``"none"`` or ``"speaker"``.
+    variants : dict of str to ProtocolResult
+        The same speaker-independent models on other versions of the
+        held-out clips: ``"fallback"`` (held-out speakers normalised with the
+        training speakers' fallback statistics only) and one entry per
+        degraded condition (e.g. ``"opus24k"``, normalised from the
+        speaker's own degraded clips).
+    calibration : CalibrationResult or None
+        Temperature scaling fitted on training speakers, scored on held-out ones.
+    selected : list of dict
+        Per speaker fold, the ``MLPClassifier`` overrides chosen by the inner
+        speaker-independent CV (empty without a grid).
     """
 
     labels: list[str]
@@ -150,6 +169,10 @@ class EvaluationReport:
     random_state: int | None
     random: ProtocolResult
     speaker: ProtocolResult
+    normalization: str = "none"
+    variants: dict[str, ProtocolResult] = field(default_factory=dict)
+    calibration: CalibrationResult | None = None
+    selected: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of lists, numbers and strings (``json.dumps``-able)."""
@@ -179,6 +202,14 @@ class EvaluationReport:
                 "per_class_recall": dict(p.per_class_recall),
                 "n_folds": len(p.folds),
             }
+        out["normalization"] = self.normalization
+        for name, p in self.variants.items():
+            out[f"speaker_{name}"] = {"accuracy_mean": p.accuracy_mean, "macro_f1_mean": p.macro_f1_mean,
+                                      "uar_mean": p.uar_mean, "accuracy": p.accuracy}  # fmt: skip
+        if self.calibration is not None:
+            out["calibration"] = asdict(self.calibration)
+        if self.selected:
+            out["selected"] = list(self.selected)
         return out
 
     def table(self) -> str:
@@ -194,7 +225,7 @@ class EvaluationReport:
         lines = [
             f"{self.n_clips} clips, {self.n_speakers} speakers, {len(self.labels)} classes "
             f"(chance UAR {1 / len(self.labels):.3f}); preset {self.preset}, "
-            f"scaler {'yes' if self.scaler else 'no'}",
+            f"scaler {'yes' if self.scaler else 'no'}, normalisation {self.normalization}",
             "",
             f"{'protocol':<{col}} {'accuracy':>9} {'macro-F1':>9} {'UAR':>7}",
         ]
@@ -212,6 +243,30 @@ class EvaluationReport:
             f"MLP epochs per fit: {min(epochs)}-{max(epochs)} (max_iter {self.mlp_params.get('max_iter')}; "
             f"{stopped} of {len(fits)} fits stopped there unconverged)"
         )
+        if self.variants:
+            lines += ["", f"speaker-independent, other versions of the held-out clips (mean over folds; normalisation {self.normalization}):"]
+            lines.append(f"{'  clips':<{col}} {'accuracy':>9} {'macro-F1':>9} {'UAR':>7}  {'acc. drop':>9}")
+            sp = self.speaker
+            lines.append(f"{'  clean (as above)':<{col}} {sp.accuracy_mean:>9.3f} {sp.macro_f1_mean:>9.3f} {sp.uar_mean:>7.3f}")
+            for name, p in self.variants.items():
+                what = "fallback stats only (new speaker)" if name == "fallback" else name
+                lines.append(
+                    f"{'  ' + what:<{col}} {p.accuracy_mean:>9.3f} {p.macro_f1_mean:>9.3f} {p.uar_mean:>7.3f}"
+                    f"  {100 * (p.accuracy_mean - sp.accuracy_mean):>+8.1f}pt"
+                )
+        if self.selected:
+            lines += ["", "hyper-parameters chosen by inner speaker-independent CV, per fold: "
+                      + "; ".join(json.dumps(d, sort_keys=True) for d in self.selected)]  # fmt: skip
+        if self.calibration is not None:
+            c = self.calibration
+            lines += [
+                "",
+                f"calibration (temperature fitted on training speakers, per fold T {min(c.temperatures):.2f}-{max(c.temperatures):.2f}):",
+                f"  ECE (15 bins, held-out speakers, pooled): {c.ece_before:.3f} before, {c.ece_after:.3f} after"
+                f" (mean over folds {c.ece_after_mean:.3f})",
+                f"  unsure below confidence {c.unsure_below:.2f}: coverage {c.coverage:.3f}, accuracy of confident answers "
+                f"{c.confident_accuracy:.3f} (all answers {c.accuracy:.3f}); truth in top two of unsure ones {c.unsure_top2:.3f}",
+            ]
         lines += ["", f"{'recall per class':<{width}} {'random':>8} {'speaker':>8}"]
         for label in self.labels:
             lines.append(
@@ -247,6 +302,130 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> dict[str, An
     }
 
 
+@dataclass
+class CalibrationResult:
+    """Calibration of the speaker-independent models' probabilities.
+
+    Attributes
+    ----------
+    temperatures : list of float
+        Per outer fold, fitted on out-of-fold predictions of an inner
+        ``GroupKFold`` over that fold's training speakers only.
+    ece_before, ece_after : float
+        Expected calibration error (15 equal-width bins) over all held-out
+        predictions, before and after temperature scaling.
+    ece_after_mean : float
+        Mean over folds of the calibrated ECE.
+    unsure_below : float
+        Confidence threshold of the ``unsure`` flag.
+    coverage : float
+        Share of held-out clips answered confidently (calibrated confidence
+        >= ``unsure_below``).
+    confident_accuracy : float
+        Accuracy on those clips.
+    accuracy : float
+        Accuracy on all held-out clips.
+    unsure_top2 : float
+        Share of unsure clips whose true label is among the two most probable.
+    """
+
+    temperatures: list[float]
+    ece_before: float
+    ece_after: float
+    ece_after_mean: float
+    unsure_below: float
+    coverage: float
+    confident_accuracy: float
+    accuracy: float
+    unsure_top2: float
+
+
+def expected_calibration_error(proba: np.ndarray, y_true: np.ndarray, *, n_bins: int = 15) -> float:
+    """Expected calibration error of the top-label confidence (Naeini et al. 2015; Guo et al. 2017).
+
+    ``sum_b |B_b|/n * |accuracy(B_b) - mean confidence(B_b)|`` over
+    ``n_bins`` equal-width confidence bins ``(lo, hi]``.
+
+    Parameters
+    ----------
+    proba : np.ndarray, shape (n_samples, n_classes)
+    y_true : np.ndarray, shape (n_samples,), int
+    n_bins : int, default 15
+
+    Returns
+    -------
+    float
+        In [0, 1]; 0 for an empty input.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.shape[0] == 0:
+        return 0.0
+    conf = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == np.asarray(y_true)).astype(np.float64)
+    bins = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    total = 0.0
+    for b in range(n_bins):
+        m = bins == b
+        if m.any():
+            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(total)
+
+
+def fit_temperature(proba: np.ndarray, y_true: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood of held-out probabilities.
+
+    Parameters
+    ----------
+    proba : np.ndarray, shape (n_samples, n_classes)
+        Uncalibrated probabilities of clips the model was not trained on.
+    y_true : np.ndarray, shape (n_samples,), int
+
+    Returns
+    -------
+    float
+        ``T`` in [0.05, 20] (bounded scalar search over ``log T``).
+    """
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(np.asarray(proba, dtype=np.float64), 1e-300, None))
+    y_true = np.asarray(y_true, dtype=np.int64)
+
+    def nll(log_t: float) -> float:
+        z = logp / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1))
+        return float(np.mean(lse - z[np.arange(z.shape[0]), y_true]))
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+def _normalise_split(
+    X: np.ndarray, groups: np.ndarray, train: np.ndarray, test: np.ndarray, normalization: str, min_clips: int
+) -> tuple[np.ndarray, np.ndarray, SpeakerNormalizer | None]:
+    """Training rows normalised per training speaker, test rows per test speaker (own unlabelled clips)."""
+    if normalization == "none":
+        return X[train], X[test], None
+    nz = SpeakerNormalizer(min_clips=min_clips).fit(X[train], groups[train])
+    return nz.transform_groups(X[train], groups[train]), nz.transform_groups(X[test], groups[test]), nz
+
+
+def _inner_oof(
+    X: np.ndarray, y: np.ndarray, groups: np.ndarray, train: np.ndarray, recipe: tuple[Any, ...],
+    normalization: str, min_clips: int, overrides: Mapping[str, Any] | None, inner_folds: int,
+) -> np.ndarray:  # fmt: skip
+    """Out-of-fold probabilities over ``train`` from an inner GroupKFold by speaker."""
+    preset, scaler, random_state, n_labels = recipe
+    proba = np.zeros((train.size, n_labels))
+    for itr, ite in GroupKFold(n_splits=inner_folds).split(train, groups=groups[train]):
+        a, b = train[itr], train[ite]
+        Xa, Xb, _ = _normalise_split(X, groups, a, b, normalization, min_clips)
+        pipe = build_pipeline(preset, scaler=scaler, random_state=random_state, overrides=overrides)
+        fit_pipeline(pipe, Xa, y[a])
+        proba[np.ix_(ite, pipe.classes_)] = pipe.predict_proba(Xb)
+    return proba
+
+
 def _fit_predict(
     X: np.ndarray,
     y: np.ndarray,
@@ -256,11 +435,59 @@ def _fit_predict(
     scaler: bool,
     random_state: int | None,
     overrides: Mapping[str, Any] | None,
-) -> tuple[np.ndarray, int, bool, list[float]]:
+    groups: np.ndarray | None = None,
+    normalization: str = "none",
+    min_clips: int = 5,
+    variants: Mapping[str, np.ndarray] | None = None,
+    grid: Sequence[Mapping[str, Any]] | None = None,
+    calibrate: bool = False,
+    inner_folds: int = 3,
+) -> dict[str, Any]:
+    n_labels = int(y.max()) + 1
+    if groups is None:
+        groups = np.arange(y.size).astype(str)
+    selected: dict[str, Any] | None = None
+    inner_proba = None
+    if grid:
+        best = -1.0
+        for candidate in grid:
+            merged = {**(overrides or {}), **candidate}
+            p = _inner_oof(X, y, groups, train, (preset, scaler, random_state, n_labels), normalization, min_clips,
+                           merged, inner_folds)  # fmt: skip
+            acc = float(np.mean(p.argmax(axis=1) == y[train]))
+            if acc > best:
+                best, selected, inner_proba = acc, dict(candidate), p
+        overrides = {**(overrides or {}), **(selected or {})}
+    temperature = 1.0
+    if calibrate:
+        if inner_proba is None:
+            inner_proba = _inner_oof(X, y, groups, train, (preset, scaler, random_state, n_labels), normalization,
+                                     min_clips, overrides, inner_folds)  # fmt: skip
+        temperature = fit_temperature(inner_proba, y[train])
+    Xtr, Xte, nz = _normalise_split(X, groups, train, test, normalization, min_clips)
     pipe = build_pipeline(preset, scaler=scaler, random_state=random_state, overrides=overrides)
-    converged = fit_pipeline(pipe, X[train], y[train])
+    converged = fit_pipeline(pipe, Xtr, y[train])
     mlp = pipe.named_steps["mlp"]
-    return pipe.predict(X[test]), int(mlp.n_iter_), converged, [float(v) for v in mlp.loss_curve_]
+
+    def proba_of(Z: np.ndarray) -> np.ndarray:
+        P = np.zeros((Z.shape[0], n_labels))
+        P[:, pipe.classes_] = pipe.predict_proba(Z)
+        return P
+
+    probas = {"": proba_of(Xte)}
+    if nz is not None:
+        probas["fallback"] = proba_of(nz.transform(X[test]))
+    for name, Xv in (variants or {}).items():
+        Zv = Xv[test] if nz is None else nz.transform_groups(Xv[test], groups[test])
+        probas[name] = proba_of(Zv)
+    return {
+        "probas": probas,
+        "n_iter": int(mlp.n_iter_),
+        "converged": converged,
+        "loss": [float(v) for v in mlp.loss_curve_],
+        "temperature": temperature,
+        "selected": selected,
+    }
 
 
 def _protocol(
@@ -330,6 +557,13 @@ def evaluate(
     test_size: float = 0.25,
     feature_config: Mapping[str, Any] | None = None,
     n_jobs: int = 1,
+    normalization: str = "none",
+    min_clips: int = 5,
+    variants: Mapping[str, np.ndarray] | None = None,
+    grid: Sequence[Mapping[str, Any]] | None = None,
+    calibrate: bool = False,
+    unsure_below: float = 0.5,
+    inner_folds: int = 3,
 ) -> EvaluationReport:
     """Score a training recipe under both protocols on precomputed features.
 
@@ -355,6 +589,30 @@ def evaluate(
         ``FeatureConfig.to_dict()``, recorded in the report.
     n_jobs : int, default 1
         Fit the 1 + ``folds`` models in this many joblib processes.
+    normalization : {"none", "speaker"}, default "none"
+        ``"speaker"``: standardise features per speaker
+        (:class:`~ser_engine.normalization.SpeakerNormalizer`): training
+        speakers with their own statistics, held-out speakers with those of
+        their own unlabelled test clips; the ``"fallback"`` variant scores the
+        same models on held-out clips normalised with the training speakers'
+        fallback statistics only (a speaker never heard before).
+    min_clips : int, default 5
+        ``SpeakerNormalizer.min_clips``.
+    variants : mapping of str to np.ndarray, optional
+        Name -> feature matrix of the same clips under a degradation (shape
+        of ``X``, e.g. Opus round trip); the speaker-independent models are
+        also scored on them (test rows only).
+    grid : sequence of mapping, optional
+        ``MLPClassifier`` overrides to choose from, per speaker fold, by an
+        inner ``GroupKFold`` over that fold's training speakers (nested
+        cross-validation; the held-out speakers never influence the choice).
+    calibrate : bool, default False
+        Fit a temperature per speaker fold on inner out-of-fold predictions
+        of its training speakers and report calibration on the held-out ones.
+    unsure_below : float, default 0.5
+        Confidence threshold for the coverage numbers of the calibration.
+    inner_folds : int, default 3
+        Folds of the inner speaker-independent CV (grid and calibration).
 
     Returns
     -------
@@ -364,8 +622,8 @@ def evaluate(
     ------
     ValueError
         If shapes disagree, a class has fewer than two clips (stratified
-        split), ``folds`` < 2 or exceeds the number of speakers, or
-        ``preset`` is unknown.
+        split), ``folds`` < 2 or exceeds the number of speakers, ``preset``
+        or ``normalization`` is unknown.
     """
     X = np.asarray(X)
     y = np.asarray(y, dtype=np.int64)
@@ -375,6 +633,11 @@ def evaluate(
         raise ValueError(f"evaluate: X {X.shape}, y {y.shape} and groups {groups.shape} disagree")
     if y.size and (y.min() < 0 or y.max() >= n_labels):
         raise ValueError("evaluate: y must hold indices into labels")
+    if normalization not in ("none", "speaker"):
+        raise ValueError(f"evaluate: normalization must be 'none' or 'speaker', got {normalization!r}")
+    for name, Xv in (variants or {}).items():
+        if np.shape(Xv) != X.shape:
+            raise ValueError(f"evaluate: variant {name!r} has shape {np.shape(Xv)}, expected {X.shape}")
     n_speakers = len(set(groups.tolist()))
     if not 2 <= folds <= n_speakers:
         raise ValueError(f"evaluate: need 2 <= folds <= number of speakers ({n_speakers}), got {folds}")
@@ -384,34 +647,69 @@ def evaluate(
     train, test = train_test_split(index, test_size=test_size, stratify=y, random_state=random_state)
     random_splits = [(np.sort(train), np.sort(test))]
     speaker_splits = [(tr, te) for tr, te in GroupKFold(n_splits=folds).split(X, y, groups)]
-    splits = random_splits + speaker_splits
 
-    args = (preset, scaler, random_state, overrides)
+    base = (preset, scaler, random_state, overrides)
+    common = {"groups": groups, "normalization": normalization, "min_clips": min_clips}
+    jobs: list[tuple[Any, ...]] = [(X, y, *random_splits[0], *base, common, {})]
+    speaker_kw = {"variants": variants, "grid": grid, "calibrate": calibrate, "inner_folds": inner_folds}
+    jobs += [(X, y, tr, te, *base, common, speaker_kw) for tr, te in speaker_splits]
     if n_jobs == 1:
-        outputs = [_fit_predict(X, y, tr, te, *args) for tr, te in splits]
+        outputs = [_fit_predict(*j[:8], **j[8], **j[9]) for j in jobs]
     else:
         from joblib import Parallel, delayed
 
-        outputs = Parallel(n_jobs=n_jobs)(delayed(_fit_predict)(X, y, tr, te, *args) for tr, te in splits)
+        outputs = Parallel(n_jobs=n_jobs)(delayed(_fit_predict)(*j[:8], **j[8], **j[9]) for j in jobs)
+
+    def as_tuples(outs: list[dict[str, Any]], key: str) -> list[tuple[np.ndarray, int, bool, list[float]]]:
+        return [(o["probas"][key].argmax(axis=1), o["n_iter"], o["converged"], o["loss"]) for o in outs]
 
     random_result = _protocol(
         "random",
         f"random stratified {round((1 - test_size) * 100)}/{round(test_size * 100)} split",
         random_splits,
-        outputs[:1],
+        as_tuples(outputs[:1], ""),
         y,
         groups,
         labels,
     )
+    spk = outputs[1:]
     speaker_result = _protocol(
         "speaker",
         f"speaker-independent {folds}-fold (pooled)",
         speaker_splits,
-        outputs[1:],
+        as_tuples(spk, ""),
         y,
         groups,
         labels,
     )
+    variant_results = {
+        key: _protocol(f"speaker_{key}", f"speaker-independent {folds}-fold, {key}", speaker_splits,
+                       as_tuples(spk, key), y, groups, labels)  # fmt: skip
+        for key in spk[0]["probas"]
+        if key
+    }
+    calibration = None
+    if calibrate:
+        y_te = [y[te] for _, te in speaker_splits]
+        raw = [o["probas"][""] for o in spk]
+        cal = [apply_temperature(P, o["temperature"]) for P, o in zip(raw, spk, strict=True)]
+        P_all, y_all = np.vstack(cal), np.concatenate(y_te)
+        conf = P_all.max(axis=1)
+        confident = conf >= unsure_below
+        correct = P_all.argmax(axis=1) == y_all
+        top2 = np.argsort(-P_all, axis=1)[:, :2]
+        in_top2 = (top2 == y_all[:, None]).any(axis=1)
+        calibration = CalibrationResult(
+            temperatures=[float(o["temperature"]) for o in spk],
+            ece_before=expected_calibration_error(np.vstack(raw), y_all),
+            ece_after=expected_calibration_error(P_all, y_all),
+            ece_after_mean=float(np.mean([expected_calibration_error(P, t) for P, t in zip(cal, y_te, strict=True)])),
+            unsure_below=float(unsure_below),
+            coverage=float(confident.mean()),
+            confident_accuracy=float(correct[confident].mean()) if confident.any() else float("nan"),
+            accuracy=float(correct.mean()),
+            unsure_top2=float(in_top2[~confident].mean()) if (~confident).any() else float("nan"),
+        )
     return EvaluationReport(
         labels=list(labels),
         n_clips=int(y.size),
@@ -424,6 +722,10 @@ def evaluate(
         random_state=random_state,
         random=random_result,
         speaker=speaker_result,
+        normalization=normalization,
+        variants=variant_results,
+        calibration=calibration,
+        selected=[o["selected"] for o in spk if o["selected"] is not None],
     )
 
 

@@ -5,12 +5,22 @@
 with the bundle's own :class:`~ser_engine.features.FeatureConfig`, and the
 bundle's fitted pipeline (scaler and MLP).  A :class:`Predictor` holds no
 per-call state, so one instance may serve several threads at once.
+
+Bundles trained on speaker-normalised features (``bundle.normalizer``) take
+the speaker's running statistics (``speaker_stats=``, see
+:class:`~ser_engine.normalization.SpeakerStats`); with fewer than
+``normalizer.min_clips`` clips, or none, the training speakers' fallback
+statistics are used.  The raw feature vector comes back in
+:attr:`Prediction.features`, so a caller can update the speaker's
+statistics without extracting the features twice.  Probabilities are
+temperature-scaled by ``bundle.temperature``; below a confidence threshold
+the prediction is flagged :attr:`Prediction.unsure`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,8 +30,37 @@ from .audio import TARGET_SR, AudioLimits, AudioSource, frame_levels_dbfs, load_
 from .bundle import DEFAULT_MODEL_PATH, ModelBundle, load_bundle
 from .errors import AudioTooLongError, AudioTooShortError, EmptyAudioError, SilentAudioError
 from .features import extract_features
+from .normalization import RunningStatsLike
 
-__all__ = ["DEFAULT_MODEL_PATH", "Prediction", "Predictor"]
+__all__ = ["DEFAULT_MODEL_PATH", "Prediction", "Predictor", "apply_temperature"]
+
+
+def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature-scale class probabilities: ``softmax(log(p) / T)``.
+
+    For a softmax classifier ``log(p)`` equals the logits up to a per-row
+    constant, so this is exactly temperature scaling of the logits (Guo et
+    al. 2017, "On calibration of modern neural networks", ICML).
+
+    Parameters
+    ----------
+    proba : np.ndarray, shape (n_samples, n_classes)
+        Rows summing to 1.
+    temperature : float
+        ``T > 0``; ``T > 1`` softens, ``T < 1`` sharpens, 1 leaves ``proba`` as is.
+
+    Returns
+    -------
+    np.ndarray, shape (n_samples, n_classes), float64
+        Rows summing to 1.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    if temperature == 1.0:
+        return proba
+    logits = np.log(np.clip(proba, 1e-300, None)) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    out = np.exp(logits)
+    return out / out.sum(axis=-1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -39,20 +78,40 @@ class Prediction:
     duration_s : float
         Duration in seconds of the analysed signal (after decoding and
         resampling to 16 kHz).
+    unsure : bool, default False
+        True when ``confidence`` is below the predictor's ``unsure_below``
+        threshold: show :attr:`top_two` rather than asserting ``label``.
+    top_two : tuple of str, default ()
+        The two most probable labels, most probable first.
+    normalization : str, default "none"
+        How the features were normalised: ``"speaker"`` (the speaker's own
+        statistics), ``"fallback"`` (training speakers' statistics; too few
+        clips of this speaker yet) or ``"none"`` (model without speaker
+        normalisation).
+    features : np.ndarray or None, shape (n_features,)
+        The raw (unnormalised) feature vector, for updating the speaker's
+        running statistics; not part of :meth:`to_dict` or equality.
     """
 
     label: str
     confidence: float
     probabilities: dict[str, float]
     duration_s: float
+    unsure: bool = False
+    top_two: tuple[str, ...] = ()
+    normalization: str = "none"
+    features: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict of the fields."""
+        """JSON-serialisable dict of the fields (without ``features``)."""
         return {
             "label": self.label,
             "confidence": self.confidence,
             "probabilities": dict(self.probabilities),
             "duration_s": self.duration_s,
+            "unsure": self.unsure,
+            "top_two": list(self.top_two),
+            "normalization": self.normalization,
         }
 
 
@@ -65,22 +124,39 @@ class Predictor:
         A fitted bundle (see :func:`ser_engine.bundle.load_bundle`).
     limits : AudioLimits, optional, keyword-only
         Decoding limits for :meth:`predict` (default ``AudioLimits()``).
+    unsure_below : float, optional, keyword-only
+        Confidence below which a prediction is flagged ``unsure`` (default:
+        the bundle's ``metadata["unsure_below"]``, else 0.0 = never).
 
     Raises
     ------
     ValueError
-        If the bundle's feature configuration is not at 16 kHz.
+        If the bundle's feature configuration is not at 16 kHz or
+        ``unsure_below`` is not in [0, 1].
     """
 
-    def __init__(self, bundle: ModelBundle, *, limits: AudioLimits | None = None) -> None:
+    def __init__(
+        self, bundle: ModelBundle, *, limits: AudioLimits | None = None, unsure_below: float | None = None
+    ) -> None:
         if bundle.feature_config.sr != TARGET_SR:
             raise ValueError(f"Predictor: the model's features are at {bundle.feature_config.sr} Hz, not {TARGET_SR}")
+        if unsure_below is None:
+            unsure_below = float(bundle.metadata.get("unsure_below", 0.0))
+        if not 0.0 <= unsure_below <= 1.0:
+            raise ValueError(f"Predictor: unsure_below must be in [0, 1], got {unsure_below}")
         self.bundle = bundle
         self.limits = limits or AudioLimits()
+        self.unsure_below = float(unsure_below)
         self._columns = [bundle.labels[int(c)] for c in bundle.pipeline.classes_]
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None, *, limits: AudioLimits | None = None) -> Predictor:
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        limits: AudioLimits | None = None,
+        unsure_below: float | None = None,
+    ) -> Predictor:
         """Load a bundle (verified, see :func:`~ser_engine.bundle.load_bundle`) and wrap it.
 
         Parameters
@@ -89,6 +165,8 @@ class Predictor:
             The ``.joblib`` bundle (default :data:`DEFAULT_MODEL_PATH`).
         limits : AudioLimits, optional
             Decoding limits.
+        unsure_below : float, optional
+            See :class:`Predictor`.
 
         Returns
         -------
@@ -99,20 +177,30 @@ class Predictor:
         ModelNotFoundError, ModelIntegrityError, ModelCompatibilityError
             As :func:`~ser_engine.bundle.load_bundle`.
         """
-        return cls(load_bundle(path if path is not None else DEFAULT_MODEL_PATH), limits=limits)
+        return cls(load_bundle(path if path is not None else DEFAULT_MODEL_PATH), limits=limits, unsure_below=unsure_below)
 
     @property
     def labels(self) -> tuple[str, ...]:
         """The emotions the model tells apart, in probability order."""
         return self.bundle.labels
 
-    def predict(self, source: AudioSource) -> Prediction:
+    @property
+    def min_clips(self) -> int | None:
+        """Clips of a speaker needed before their own statistics are used (None: no speaker normalisation)."""
+        return None if self.bundle.normalizer is None else self.bundle.normalizer.min_clips
+
+    def predict(self, source: AudioSource, *, speaker_stats: RunningStatsLike | None = None) -> Prediction:
         """Classify an encoded clip.
 
         Parameters
         ----------
         source : bytes or path-like
             The file's bytes or its path; any format :func:`~ser_engine.audio.load_audio` decodes.
+        speaker_stats : SpeakerStats or object with ``n``, ``mean``, ``m2``, optional
+            Running statistics of the speaker's raw feature vectors
+            (:attr:`Prediction.features` of their earlier clips); used when
+            the bundle normalises per speaker and ``n >= min_clips``,
+            otherwise ignored.
 
         Returns
         -------
@@ -125,9 +213,11 @@ class Predictor:
             large, too long, too short, undecodable, silent).
         """
         y = load_audio(source, sr=TARGET_SR, limits=self.limits)
-        return self._classify(y)
+        return self._classify(y, speaker_stats)
 
-    def predict_signal(self, y: np.ndarray, sr: int = TARGET_SR) -> Prediction:
+    def predict_signal(
+        self, y: np.ndarray, sr: int = TARGET_SR, *, speaker_stats: RunningStatsLike | None = None
+    ) -> Prediction:
         """Classify a decoded mono signal.
 
         The duration and silence limits of ``self.limits`` apply as in
@@ -140,6 +230,8 @@ class Predictor:
             Mono samples, full scale 1.0.
         sr : int, default 16000
             Sample rate of ``y`` in Hz.
+        speaker_stats : SpeakerStats or object with ``n``, ``mean``, ``m2``, optional
+            As in :meth:`predict`.
 
         Returns
         -------
@@ -169,20 +261,61 @@ class Predictor:
         level = float(frame_levels_dbfs(y, sr=TARGET_SR).max())
         if level < self.limits.silence_dbfs:
             raise SilentAudioError(level)
-        return self._classify(np.ascontiguousarray(y))
+        return self._classify(np.ascontiguousarray(y), speaker_stats)
 
-    def _classify(self, y: np.ndarray) -> Prediction:
-        features = extract_features(y=y, sr=TARGET_SR, config=self.bundle.feature_config)
-        proba = self.bundle.pipeline.predict_proba(features[None, :])[0]
+    def classify_features(
+        self, features: np.ndarray, *, speaker_stats: RunningStatsLike | None = None, duration_s: float = 0.0
+    ) -> Prediction:
+        """Classify a raw feature vector of the bundle's :class:`~ser_engine.features.FeatureConfig`.
+
+        Parameters
+        ----------
+        features : np.ndarray, shape (n_features,)
+            From :func:`~ser_engine.features.extract_features`.
+        speaker_stats : SpeakerStats or object with ``n``, ``mean``, ``m2``, optional
+            As in :meth:`predict`.
+        duration_s : float, default 0.0
+            Reported as :attr:`Prediction.duration_s`.
+
+        Returns
+        -------
+        Prediction
+
+        Raises
+        ------
+        ValueError
+            If the feature count (of ``features`` or ``speaker_stats``) is wrong.
+        """
+        features = np.asarray(features, dtype=np.float32).ravel()
+        n_features = self.bundle.feature_config.n_features
+        if features.size != n_features:
+            raise ValueError(f"classify_features: {features.size} features, expected {n_features}")
+        normalizer = self.bundle.normalizer
+        if normalizer is None:
+            X: np.ndarray = features[None, :]
+            normalization = "none"
+        else:
+            X = normalizer.transform(features[None, :], speaker_stats)
+            normalization = "speaker" if normalizer.uses_speaker_stats(speaker_stats) else "fallback"
+        proba = apply_temperature(self.bundle.pipeline.predict_proba(X), self.bundle.temperature)[0]
         by_label = dict(zip(self._columns, (float(p) for p in proba), strict=True))
         probabilities = {label: by_label.get(label, 0.0) for label in self.labels}
-        label = max(probabilities, key=probabilities.__getitem__)
+        ranked = sorted(self.labels, key=lambda k: (-probabilities[k], self.labels.index(k)))
+        label = ranked[0]
         return Prediction(
             label=label,
             confidence=probabilities[label],
             probabilities=probabilities,
-            duration_s=float(y.size / TARGET_SR),
+            duration_s=float(duration_s),
+            unsure=probabilities[label] < self.unsure_below,
+            top_two=tuple(ranked[:2]),
+            normalization=normalization,
+            features=features,
         )
 
+    def _classify(self, y: np.ndarray, speaker_stats: RunningStatsLike | None = None) -> Prediction:
+        features = extract_features(y=y, sr=TARGET_SR, config=self.bundle.feature_config)
+        return self.classify_features(features, speaker_stats=speaker_stats, duration_s=float(y.size / TARGET_SR))
+
     def __repr__(self) -> str:
-        return f"Predictor(labels={self.labels!r})"
+        return f"Predictor(labels={self.labels!r}, unsure_below={self.unsure_below})"

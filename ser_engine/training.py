@@ -37,14 +37,17 @@ from sklearn.preprocessing import StandardScaler
 from .audio import AudioLimits
 from .bundle import ModelBundle, library_versions
 from .corpora import RAVDESS_EMOTIONS, Clip
-from .features import FEATURE_VERSION, FeatureConfig, extract_many
+from .features import FEATURE_VERSION, FeatureConfig, extract_features, extract_many
+from .normalization import SpeakerNormalizer
 
 __all__ = [
     "PRESETS",
     "build_pipeline",
+    "choose_recipe",
     "data_fingerprint",
     "encode_labels",
     "featurize",
+    "featurize_condition",
     "fit_pipeline",
     "label_order",
     "mlp_params",
@@ -311,6 +314,146 @@ def featurize(
     return X
 
 
+def _condition_features(path: str, condition: str, seed: int, config: FeatureConfig, limits: AudioLimits | None) -> np.ndarray:
+    from .audio import load_audio
+    from .augment import apply_condition
+
+    y = apply_condition(load_audio(path, limits=limits), condition, seed=seed)
+    return extract_features(y=y, config=config)
+
+
+def featurize_condition(
+    clips: Sequence[Clip],
+    condition: str,
+    *,
+    config: FeatureConfig | None = None,
+    n_jobs: int = 1,
+    limits: AudioLimits | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> np.ndarray:
+    """Feature matrix of the clips after a degradation of :data:`ser_engine.augment.CONDITIONS`.
+
+    Clip ``i`` is degraded with seed ``i`` (reproducible noise).
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+    condition : str
+        E.g. ``"opus24k"``, ``"noise20"``, ``"noise10"``; ``"clean"`` equals :func:`featurize`.
+    config, n_jobs, limits, cache_dir
+        As :func:`featurize` (the cache key includes the condition).
+
+    Returns
+    -------
+    np.ndarray, shape (n_clips, config.n_features), float32
+
+    Raises
+    ------
+    ValueError
+        If ``condition`` is unknown.
+    ser_engine.errors.AudioError, RuntimeError
+        If a clip cannot be decoded or ffmpeg fails.
+    """
+    from .augment import CONDITIONS
+
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
+    config = config or FeatureConfig()
+    cache_file: Path | None = None
+    if cache_dir is not None and clips:
+        key_src = data_fingerprint(clips) + repr(sorted(config.to_dict().items())) + f"v{FEATURE_VERSION}"
+        key_src += f"\ncondition={condition}\n" + "\n".join(Path(c.path).name for c in clips)
+        cache_file = Path(cache_dir) / f"features-{hashlib.sha256(key_src.encode()).hexdigest()[:24]}.npy"
+        if cache_file.is_file():
+            X = np.load(cache_file)
+            if X.shape == (len(clips), config.n_features):
+                return X
+    args = [(str(c.path), condition, i, config, limits) for i, c in enumerate(clips)]
+    if n_jobs == 1 or len(args) < 2:
+        rows = [_condition_features(*a) for a in args]
+    else:
+        from joblib import Parallel, delayed
+
+        rows = [_condition_features(*args[0])]
+        rows += Parallel(n_jobs=n_jobs)(delayed(_condition_features)(*a) for a in args[1:])
+    X = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, config.n_features), np.float32)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, X)
+        os.replace(tmp, cache_file)
+    return X
+
+
+def choose_recipe(
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: Sequence[str] | np.ndarray,
+    *,
+    preset: str = "default",
+    scaler: bool = True,
+    overrides: Mapping[str, Any] | None = None,
+    random_state: int | None = 0,
+    normalization: str = "none",
+    min_clips: int = 5,
+    grid: Sequence[Mapping[str, Any]] | None = None,
+    calibrate: bool = True,
+    inner_folds: int = 3,
+) -> tuple[dict[str, Any] | None, float]:
+    """Hyper-parameters and temperature for a final model, by speaker-independent CV on its training data.
+
+    Out-of-fold predictions of a ``GroupKFold(inner_folds)`` over the
+    speakers pick the best ``grid`` entry (by accuracy) and fit the
+    temperature (:func:`ser_engine.evaluation.fit_temperature`) -- the same
+    procedure :func:`ser_engine.evaluation.evaluate` runs inside each
+    training fold.
+
+    Parameters
+    ----------
+    X : np.ndarray, shape (n_clips, n_features)
+        Raw features.
+    y : np.ndarray, shape (n_clips,), int
+    groups : sequence of str, shape (n_clips,)
+        Speakers.
+    preset, scaler, overrides, random_state, normalization, min_clips
+        The recipe (see :func:`train_model`).
+    grid : sequence of mapping, optional
+        ``MLPClassifier`` overrides to choose from.
+    calibrate : bool, default True
+        Fit a temperature (else 1.0).
+    inner_folds : int, default 3
+
+    Returns
+    -------
+    overrides : dict or None
+        ``overrides`` updated with the chosen grid entry.
+    temperature : float
+    """
+    from .evaluation import _inner_oof, fit_temperature
+
+    X = np.asarray(X)
+    y = np.asarray(y, dtype=np.int64)
+    groups = np.asarray([str(g) for g in groups])
+    everything = np.arange(y.size)
+    recipe = (preset, scaler, random_state, int(y.max()) + 1)
+    proba = None
+    if grid:
+        best = -1.0
+        chosen: Mapping[str, Any] = {}
+        for candidate in grid:
+            p = _inner_oof(X, y, groups, everything, recipe, normalization, min_clips,
+                           {**(overrides or {}), **candidate}, inner_folds)  # fmt: skip
+            acc = float(np.mean(p.argmax(axis=1) == y))
+            if acc > best:
+                best, chosen, proba = acc, candidate, p
+        overrides = {**(overrides or {}), **chosen}
+    if not calibrate:
+        return (dict(overrides) if overrides else None), 1.0
+    if proba is None:
+        proba = _inner_oof(X, y, groups, everything, recipe, normalization, min_clips, overrides, inner_folds)
+    return (dict(overrides) if overrides else None), fit_temperature(proba, y)
+
+
 def train_model(
     clips: Sequence[Clip],
     *,
@@ -326,6 +469,10 @@ def train_model(
     progress: bool = False,
     limits: AudioLimits | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    normalization: str = "none",
+    min_clips: int = 5,
+    temperature: float = 1.0,
+    unsure_below: float | None = None,
 ) -> ModelBundle:
     """Fit a pipeline on all ``clips`` and wrap it with its provenance.
 
@@ -353,6 +500,20 @@ def train_model(
         ``EvaluationReport.summary()``).
     n_jobs, progress, limits, cache_dir
         Passed to :func:`featurize`.
+    normalization : {"none", "speaker"}, default "none"
+        ``"speaker"``: standardise each training speaker's clips with that
+        speaker's statistics and store a fitted
+        :class:`~ser_engine.normalization.SpeakerNormalizer` (fallback
+        statistics for new speakers) in the bundle.
+    min_clips : int, default 5
+        Clips of a speaker needed before prediction uses their own statistics.
+    temperature : float, default 1.0
+        Probability temperature stored in the bundle (e.g. from
+        :func:`ser_engine.evaluation.fit_temperature` on speaker-independent
+        out-of-fold predictions of the training speakers).
+    unsure_below : float, optional
+        Default confidence threshold of :attr:`Prediction.unsure`, stored
+        as ``metadata["unsure_below"]``.
 
     Returns
     -------
@@ -386,6 +547,13 @@ def train_model(
     elif X.shape != (len(clips), config.n_features):
         raise ValueError(f"train_model: X has shape {X.shape}, expected {(len(clips), config.n_features)}")
 
+    if normalization not in ("none", "speaker"):
+        raise ValueError(f"train_model: normalization must be 'none' or 'speaker', got {normalization!r}")
+    normalizer = None
+    if normalization == "speaker":
+        speakers = np.array([c.speaker for c in clips])
+        normalizer = SpeakerNormalizer(min_clips=min_clips).fit(X, speakers)
+        X = normalizer.transform_groups(X, speakers)
     params = mlp_params(preset, overrides)
     pipeline = build_pipeline(preset, scaler=scaler, random_state=random_state, overrides=overrides)
     converged = fit_pipeline(pipeline, X, y)
@@ -411,7 +579,12 @@ def train_model(
         "n_iter": int(mlp.n_iter_),
         "converged": converged,
         "final_loss": float(mlp.loss_),
+        "normalization": normalization,
+        "temperature": float(temperature),
     }
+    if unsure_below is not None:
+        metadata["unsure_below"] = float(unsure_below)
     if metrics is not None:
         metadata["metrics"] = dict(metrics)
-    return ModelBundle(pipeline=pipeline, labels=labels, feature_config=config, metadata=metadata)
+    return ModelBundle(pipeline=pipeline, labels=labels, feature_config=config, metadata=metadata,
+                       normalizer=normalizer, temperature=temperature)  # fmt: skip

@@ -1,0 +1,221 @@
+"""Signal degradations for training-time augmentation and robustness tests.
+
+Each condition maps a clean 16 kHz mono signal to a degraded one of about
+the same length, deterministically for a given seed:
+
+``opus24k`` (also ``opus16k``, ``opus32k``)
+    Round trip through Ogg/Opus at that bit rate (ffmpeg's ``libopus``,
+    48 kHz as Discord voice notes are), decoded back to 16 kHz.
+``noise20``, ``noise10``
+    White Gaussian noise at 20 or 10 dB SNR.
+``pink20``, ``pink10``
+    Pink (1/f power) noise at 20 or 10 dB SNR.
+``pitch+1``, ``pitch-1``
+    Pitch shifted by one semitone up or down (``librosa.effects.pitch_shift``).
+``tempo0.9``, ``tempo1.1``
+    Tempo changed by that factor, pitch kept (``librosa.effects.time_stretch``).
+``gain-6``
+    6 dB quieter.
+
+The SNR is measured against the *active speech* level: the mean power of
+the 20 ms frames within 40 dB of the loudest one (a simplified version of
+the active speech level of ITU-T P.56), so that the leading and trailing
+silence of a clip does not make the noise look quieter than it sounds.
+Pink noise is white noise shaped by ``1/sqrt(f)`` in the frequency domain.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import soundfile as sf
+
+from .audio import TARGET_SR, AudioLimits, ffmpeg_executable, load_audio
+
+__all__ = ["CONDITIONS", "active_power", "add_noise", "apply_condition", "opus_round_trip"]
+
+
+def active_power(y: np.ndarray, *, sr: int = TARGET_SR, frame_s: float = 0.02, range_db: float = 40.0) -> float:
+    """Mean power of the frames within ``range_db`` of the loudest frame.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Mono signal, full scale 1.0.
+    sr : int, default 16000
+        Sample rate in Hz.
+    frame_s : float, default 0.02
+        Frame length in seconds (non-overlapping frames).
+    range_db : float, default 40.0
+        Frames quieter than the loudest by more than this are ignored.
+
+    Returns
+    -------
+    float
+        Mean square amplitude of the active frames; 0.0 for a silent signal.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    n = max(1, int(round(frame_s * sr)))
+    usable = (y.size // n) * n
+    if usable == 0:
+        return float(np.mean(y**2)) if y.size else 0.0
+    power = np.mean(y[:usable].reshape(-1, n) ** 2, axis=1)
+    peak = float(power.max())
+    if peak <= 0.0:
+        return 0.0
+    return float(power[power >= peak * 10 ** (-range_db / 10)].mean())
+
+
+def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
+    white = rng.standard_normal(n)
+    spectrum = np.fft.rfft(white)
+    f = np.arange(spectrum.size, dtype=np.float64)
+    f[0] = 1.0
+    pink = np.fft.irfft(spectrum / np.sqrt(f), n)
+    return pink / (np.std(pink) + 1e-12)
+
+
+def add_noise(y: np.ndarray, snr_db: float, *, color: str = "white", seed: int = 0, sr: int = TARGET_SR) -> np.ndarray:
+    """Add white or pink noise at a given SNR to the active speech level.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Mono signal.
+    snr_db : float
+        Signal-to-noise ratio in dB (active speech power over noise power).
+    color : {"white", "pink"}, default "white"
+    seed : int, default 0
+        Seed of the noise.
+    sr : int, default 16000
+        Sample rate in Hz (for the active-level frames).
+
+    Returns
+    -------
+    np.ndarray, shape (n_samples,), float32
+        Clipped to [-1, 1].
+
+    Raises
+    ------
+    ValueError
+        If ``color`` is unknown.
+    """
+    rng = np.random.default_rng(seed)
+    if color == "white":
+        noise = rng.standard_normal(y.size)
+    elif color == "pink":
+        noise = _pink(y.size, rng)
+    else:
+        raise ValueError(f"add_noise: unknown colour {color!r}")
+    power = active_power(y, sr=sr)
+    noise = noise * np.sqrt(power / 10 ** (snr_db / 10))
+    return np.clip(np.asarray(y, dtype=np.float64) + noise, -1.0, 1.0).astype(np.float32)
+
+
+def opus_round_trip(y: np.ndarray, *, bitrate: str = "24k", sr: int = TARGET_SR, timeout_s: float = 30.0) -> np.ndarray:
+    """Encode to Ogg/Opus with ffmpeg (48 kHz mono, like a Discord voice note) and decode back.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Mono signal at ``sr``.
+    bitrate : str, default "24k"
+        ffmpeg ``-b:a`` value.
+    sr : int, default 16000
+        Sample rate of ``y`` and of the result, in Hz.
+    timeout_s : float, default 30.0
+        Wall-clock limit of the encoder in seconds.
+
+    Returns
+    -------
+    np.ndarray, shape (about n_samples,), float32
+
+    Raises
+    ------
+    RuntimeError
+        If ffmpeg fails.
+    subprocess.TimeoutExpired
+        If the encoder runs longer than ``timeout_s``.
+    ser_engine.errors.AudioError
+        If the encoded file cannot be decoded.
+    """
+    with tempfile.TemporaryDirectory(prefix="ser-opus-") as tmp:
+        src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.ogg"
+        sf.write(src, np.asarray(y, dtype=np.float32), sr, subtype="FLOAT")
+        cmd = [ffmpeg_executable(), "-nostdin", "-loglevel", "error", "-y", "-i", str(src),
+               "-c:a", "libopus", "-b:a", bitrate, "-ar", "48000", "-ac", "1", str(dst)]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ffmpeg could not encode Opus ({proc.stderr.decode(errors='replace')[-200:]})")
+        return load_audio(dst, sr=sr, limits=AudioLimits(min_duration_s=0.0, silence_dbfs=-200.0))
+
+
+def _pitch(steps: float) -> Callable[[np.ndarray, int], np.ndarray]:
+    def run(y: np.ndarray, seed: int) -> np.ndarray:
+        import librosa
+
+        return librosa.effects.pitch_shift(y, sr=TARGET_SR, n_steps=steps).astype(np.float32)
+
+    return run
+
+
+def _tempo(rate: float) -> Callable[[np.ndarray, int], np.ndarray]:
+    def run(y: np.ndarray, seed: int) -> np.ndarray:
+        import librosa
+
+        return librosa.effects.time_stretch(y, rate=rate).astype(np.float32)
+
+    return run
+
+
+CONDITIONS: Final[dict[str, Callable[[np.ndarray, int], np.ndarray]]] = {
+    "clean": lambda y, seed: np.asarray(y, dtype=np.float32),
+    "opus16k": lambda y, seed: opus_round_trip(y, bitrate="16k"),
+    "opus24k": lambda y, seed: opus_round_trip(y, bitrate="24k"),
+    "opus32k": lambda y, seed: opus_round_trip(y, bitrate="32k"),
+    "noise20": lambda y, seed: add_noise(y, 20.0, color="white", seed=seed),
+    "noise10": lambda y, seed: add_noise(y, 10.0, color="white", seed=seed),
+    "pink20": lambda y, seed: add_noise(y, 20.0, color="pink", seed=seed),
+    "pink10": lambda y, seed: add_noise(y, 10.0, color="pink", seed=seed),
+    "pitch+1": _pitch(1.0),
+    "pitch-1": _pitch(-1.0),
+    "tempo0.9": _tempo(0.9),
+    "tempo1.1": _tempo(1.1),
+    "gain-6": lambda y, seed: (np.asarray(y, dtype=np.float32) * np.float32(10 ** (-6 / 20))),
+}
+"""Condition name -> ``f(y, seed) -> degraded y`` on 16 kHz mono signals."""
+
+
+def apply_condition(y: np.ndarray, condition: str, *, seed: int = 0) -> np.ndarray:
+    """Degrade a 16 kHz mono signal by a named condition of :data:`CONDITIONS`.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Mono signal at 16 kHz.
+    condition : str
+        A key of :data:`CONDITIONS`.
+    seed : int, default 0
+        Seed of random conditions (noise).
+
+    Returns
+    -------
+    np.ndarray, shape (about n_samples,), float32
+
+    Raises
+    ------
+    ValueError
+        If ``condition`` is unknown.
+    RuntimeError, subprocess.TimeoutExpired
+        If ffmpeg fails (Opus conditions).
+    """
+    try:
+        fn = CONDITIONS[condition]
+    except KeyError:
+        raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}") from None
+    return fn(np.asarray(y, dtype=np.float32), seed)
