@@ -21,7 +21,8 @@ The SNR is measured against the *active speech* level: the mean power of
 the 20 ms frames within 40 dB of the loudest one (a simplified version of
 the active speech level of ITU-T P.56), so that the leading and trailing
 silence of a clip does not make the noise look quieter than it sounds.
-Pink noise is white noise shaped by ``1/sqrt(f)`` in the frequency domain.
+Pink noise is white noise shaped by ``1/sqrt(f)`` in the frequency domain
+(no DC); either noise is scaled so that its mean power gives the SNR exactly.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
     spectrum = np.fft.rfft(white)
     f = np.arange(spectrum.size, dtype=np.float64)
     f[0] = 1.0
-    pink = np.fft.irfft(spectrum / np.sqrt(f), n)
-    return pink / (np.std(pink) + 1e-12)
+    spectrum = spectrum / np.sqrt(f)
+    spectrum[0] = 0.0  # no DC offset
+    return np.fft.irfft(spectrum, n)
 
 
 def add_noise(y: np.ndarray, snr_db: float, *, color: str = "white", seed: int = 0, sr: int = TARGET_SR) -> np.ndarray:
@@ -113,7 +115,7 @@ def add_noise(y: np.ndarray, snr_db: float, *, color: str = "white", seed: int =
     else:
         raise ValueError(f"add_noise: unknown colour {color!r}")
     power = active_power(y, sr=sr)
-    noise = noise * np.sqrt(power / 10 ** (snr_db / 10))
+    noise = noise * np.sqrt(power / 10 ** (snr_db / 10) / (np.mean(noise**2) + 1e-30))
     return np.clip(np.asarray(y, dtype=np.float64) + noise, -1.0, 1.0).astype(np.float32)
 
 

@@ -1,0 +1,52 @@
+"""Calibration: expected calibration error, temperature fitting and scaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ser_engine.evaluation import expected_calibration_error, fit_temperature
+from ser_engine.predict import apply_temperature
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_ece_of_calibrated_and_overconfident_models() -> None:
+    rng = np.random.default_rng(0)
+    n, k = 20000, 4
+    logits = rng.normal(0, 2, size=(n, k))
+    proba = _softmax(logits)
+    y = np.array([rng.choice(k, p=p) for p in proba])  # labels drawn from the model itself: calibrated
+    assert expected_calibration_error(proba, y) < 0.02
+    sure = np.zeros((n, k))
+    sure[np.arange(n), rng.integers(0, k, n)] = 1.0  # always 100 % sure, right 1 time in 4
+    assert expected_calibration_error(sure, y) == pytest.approx(1 - np.mean(sure.argmax(1) == y), abs=1e-9)
+    assert expected_calibration_error(np.zeros((0, k)), np.zeros(0, int)) == 0.0
+
+
+def test_fit_temperature_recovers_the_true_temperature() -> None:
+    rng = np.random.default_rng(1)
+    n, k, true_t = 8000, 8, 2.5
+    logits = rng.normal(0, 3, size=(n, k))
+    y = np.array([rng.choice(k, p=p) for p in _softmax(logits / true_t)])
+    overconfident = _softmax(logits)
+    t = fit_temperature(overconfident, y)
+    assert t == pytest.approx(true_t, rel=0.1)
+    before = expected_calibration_error(overconfident, y)
+    after = expected_calibration_error(apply_temperature(overconfident, t), y)
+    assert after < 0.03 < before
+
+
+def test_apply_temperature_keeps_ranking_and_sums() -> None:
+    rng = np.random.default_rng(2)
+    p = _softmax(rng.normal(0, 2, size=(50, 5)))
+    np.testing.assert_array_equal(apply_temperature(p, 1.0), p)
+    for t in (0.5, 3.0):
+        q = apply_temperature(p, t)
+        np.testing.assert_allclose(q.sum(axis=1), 1.0)
+        np.testing.assert_array_equal(np.argsort(q, axis=1), np.argsort(p, axis=1))
+        assert (q.max(axis=1) < p.max(axis=1)).all() if t > 1 else (q.max(axis=1) > p.max(axis=1)).all()
