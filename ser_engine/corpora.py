@@ -1,8 +1,11 @@
 """Labelled speech corpora: file lists with emotion, speaker and take metadata.
 
-Only RAVDESS is read for now.  Its labels live in the file names, so the
-loader never opens an audio file; it works on the original 48 kHz ``.wav``
-release and on the 16 kHz ``.flac`` copy in ``../shared/data`` alike.
+RAVDESS, TESS, SAVEE, EmoDB and CREMA-D by their published file-naming
+conventions, and any folder described by a CSV of ``path,label,speaker``.
+Labels live in the file names, so the loaders never open an audio file; all
+map their emotions to one vocabulary, :data:`LABELS` (the eight RAVDESS
+emotions plus EmoDB's ``"bored"``), and prefix speakers of the other corpora
+with the corpus name (``"tess:OAF"``) so that speakers never collide.
 
 References
 ----------
@@ -28,10 +31,19 @@ from .errors import CorpusError
 __all__ = [
     "AUDIO_SUFFIXES",
     "Clip",
+    "LABELS",
+    "LABEL_SYNONYMS",
+    "LOADERS",
     "RAVDESS_EMOTIONS",
     "RavdessName",
     "label_counts",
+    "load_cremad",
+    "load_csv_corpus",
+    "load_emodb",
     "load_ravdess",
+    "load_savee",
+    "load_tess",
+    "normalise_label",
     "parse_ravdess_name",
 ]
 
@@ -278,3 +290,316 @@ def label_counts(clips: Sequence[Clip]) -> dict[str, int]:
         Label -> number of clips, labels in order of first appearance.
     """
     return dict(Counter(c.label for c in clips))
+
+
+# ------------------------------------------------------------ other corpora
+#: The shared label vocabulary: the RAVDESS emotions plus EmoDB's boredom.
+LABELS: tuple[str, ...] = RAVDESS_EMOTIONS + ("bored",)
+
+#: Label spellings of other corpora and CSV files -> :data:`LABELS`.
+LABEL_SYNONYMS: dict[str, str] = {
+    **{e: e for e in LABELS},
+    "anger": "angry", "ang": "angry", "mad": "angry",
+    "fear": "fearful", "fea": "fearful", "afraid": "fearful", "scared": "fearful",
+    "happiness": "happy", "hap": "happy", "joy": "happy", "happy": "happy",
+    "sadness": "sad", "sa": "sad",
+    "surprise": "surprised", "su": "surprised", "ps": "surprised", "pleasant_surprise": "surprised",
+    "pleasant_surprised": "surprised",
+    "disgusted": "disgust", "dis": "disgust",
+    "neu": "neutral", "boredom": "bored",
+}  # fmt: skip
+
+
+def normalise_label(label: str) -> str:
+    """Map a corpus' emotion name to :data:`LABELS` (case-insensitive, see :data:`LABEL_SYNONYMS`).
+
+    Parameters
+    ----------
+    label : str
+        E.g. ``"Anger"``, ``"ps"``, ``"FEA"``.
+
+    Returns
+    -------
+    str
+        One of :data:`LABELS`.
+
+    Raises
+    ------
+    CorpusError
+        If the label is unknown.
+    """
+    key = label.strip().lower().replace(" ", "_").replace("-", "_")
+    try:
+        return LABEL_SYNONYMS[key]
+    except KeyError:
+        raise CorpusError(f"The emotion label {label!r} is not one this engine knows ({', '.join(LABELS)}).") from None
+
+
+def _audio_files(root: str | os.PathLike[str], corpus: str) -> tuple[Path, list[Path]]:
+    folder = Path(root)
+    if not folder.is_dir():
+        raise CorpusError(f"The corpus folder {folder.name!r} does not exist or is not a folder.")
+    files = sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file() and not p.name.startswith(".")
+    )
+    if not files:
+        raise CorpusError(f"The {corpus} folder {folder.name!r} holds no .wav or .flac files.")
+    return folder, files
+
+
+def _keep(clips: list[Clip], emotions: Iterable[str] | None, corpus: str, folder: Path) -> list[Clip]:
+    if emotions is not None:
+        chosen = {normalise_label(e) for e in emotions}
+        clips = [c for c in clips if c.label in chosen]
+    if not clips:
+        raise CorpusError(f"The {corpus} folder {folder.name!r} holds no clip of the chosen emotions.")
+    return sorted(clips, key=lambda c: c.path)
+
+
+_TESS_RE = re.compile(r"^(OAF|YAF)_([A-Za-z]+)_([A-Za-z_]+)$", re.IGNORECASE)
+
+
+def load_tess(root: str | os.PathLike[str], *, emotions: Iterable[str] | None = None) -> list[Clip]:
+    """Clips of the Toronto Emotional Speech Set (TESS).
+
+    Files are named ``{OAF|YAF}_{word}_{emotion}.wav`` (e.g.
+    ``OAF_back_angry.wav``, ``YAF_dog_ps.wav``): two actresses, aged 64 (OAF)
+    and 26 (YAF), saying "Say the word ___" with 200 target words in seven
+    emotions: angry, disgust, fear, happy, neutral, ps (pleasant surprise), sad.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder searched recursively.
+    emotions : iterable of str, optional
+        Keep only these (any spelling :func:`normalise_label` knows).
+
+    Returns
+    -------
+    list of Clip
+        ``speaker`` ``"tess:OAF"`` or ``"tess:YAF"``; ``statement`` the word.
+
+    Raises
+    ------
+    CorpusError
+        If the folder is missing, holds no audio, or a name does not follow the scheme.
+
+    References
+    ----------
+    Pichora-Fuller MK, Dupuis K (2020) Toronto emotional speech set (TESS),
+    Borealis, https://doi.org/10.5683/SP2/E8H2MF.  License CC BY-NC-ND 4.0.
+    """
+    folder, files = _audio_files(root, "TESS")
+    clips = []
+    for path in files:
+        m = _TESS_RE.match(path.stem)
+        if m is None:
+            raise CorpusError(f"{path.name!r} is not a TESS file name (OAF|YAF_word_emotion).")
+        clips.append(Clip(path, normalise_label(m.group(3)), f"tess:{m.group(1).upper()}", "tess",
+                          statement=m.group(2).lower()))  # fmt: skip
+    return _keep(clips, emotions, "TESS", folder)
+
+
+_SAVEE_CODES = {"a": "angry", "d": "disgust", "f": "fearful", "h": "happy", "n": "neutral", "sa": "sad", "su": "surprised"}
+_SAVEE_RE = re.compile(r"^(?:(DC|JE|JK|KL)_)?(sa|su|a|d|f|h|n)(\d\d)$", re.IGNORECASE)
+
+
+def load_savee(root: str | os.PathLike[str], *, emotions: Iterable[str] | None = None) -> list[Clip]:
+    """Clips of the Surrey Audio-Visual Expressed Emotion (SAVEE) database.
+
+    Four male speakers (DC, JE, JK, KL), files ``{code}{NN}.wav`` in a folder
+    per speaker (``AudioData/DC/a01.wav``) or flattened as ``DC_a01.wav``;
+    codes: a anger, d disgust, f fear, h happiness, n neutral, sa sadness,
+    su surprise.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+    emotions : iterable of str, optional
+
+    Returns
+    -------
+    list of Clip
+        ``speaker`` ``"savee:DC"`` etc.
+
+    Raises
+    ------
+    CorpusError
+        If a name does not follow the scheme or its speaker is unknown.
+
+    References
+    ----------
+    Haq S, Jackson PJB (2009) "Speaker-dependent audio-visual emotion
+    recognition", Proc. AVSP, 53-58; http://kahlan.eps.surrey.ac.uk/savee/.
+    """
+    folder, files = _audio_files(root, "SAVEE")
+    clips = []
+    for path in files:
+        m = _SAVEE_RE.match(path.stem)
+        speaker = (m.group(1) if m and m.group(1) else path.parent.name).upper() if m else ""
+        if m is None or speaker not in ("DC", "JE", "JK", "KL"):
+            raise CorpusError(f"{path.name!r} is not a SAVEE file (DC|JE|JK|KL folder or prefix, code a|d|f|h|n|sa|su, NN).")
+        clips.append(Clip(path, _SAVEE_CODES[m.group(2).lower()], f"savee:{speaker}", "savee"))
+    return _keep(clips, emotions, "SAVEE", folder)
+
+
+_EMODB_CODES = {"W": "angry", "L": "bored", "E": "disgust", "A": "fearful", "F": "happy", "T": "sad", "N": "neutral"}
+_EMODB_SPEAKERS = {"03", "08", "09", "10", "11", "12", "13", "14", "15", "16"}
+_EMODB_RE = re.compile(r"^(\d\d)([ab]\d\d)([WLEAFTN])([a-z])$")
+
+
+def load_emodb(root: str | os.PathLike[str], *, emotions: Iterable[str] | None = None) -> list[Clip]:
+    """Clips of the Berlin Database of Emotional Speech (EmoDB).
+
+    Names like ``03a01Fa.wav``: speaker ``03``-``16`` (10 actors), text code
+    ``a01``-``b10``, emotion letter from the German name (W Wut/anger,
+    L Langeweile/boredom, E Ekel/disgust, A Angst/fear, F Freude/happiness,
+    T Trauer/sadness, N neutral), version letter.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+    emotions : iterable of str, optional
+
+    Returns
+    -------
+    list of Clip
+        ``speaker`` ``"emodb:03"`` etc.; ``statement`` the text code;
+        boredom is ``"bored"``.
+
+    Raises
+    ------
+    CorpusError
+        If a name does not follow the scheme.
+
+    References
+    ----------
+    Burkhardt F, Paeschke A, Rolfes M, Sendlmeier W, Weiss B (2005) "A
+    database of German emotional speech", Proc. Interspeech, 1517-1520.
+    """
+    folder, files = _audio_files(root, "EmoDB")
+    clips = []
+    for path in files:
+        m = _EMODB_RE.match(path.stem)
+        if m is None or m.group(1) not in _EMODB_SPEAKERS:
+            raise CorpusError(f"{path.name!r} is not an EmoDB file name (e.g. 03a01Fa).")
+        clips.append(Clip(path, _EMODB_CODES[m.group(3)], f"emodb:{m.group(1)}", "emodb", statement=m.group(2)))
+    return _keep(clips, emotions, "EmoDB", folder)
+
+
+_CREMAD_CODES = {"ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+_CREMAD_LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": None}
+_CREMAD_SENTENCES = {"IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI"}
+_CREMAD_RE = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
+
+
+def load_cremad(root: str | os.PathLike[str], *, emotions: Iterable[str] | None = None) -> list[Clip]:
+    """Clips of CREMA-D (Crowd-sourced Emotional Multimodal Actors Dataset).
+
+    Names ``{actor}_{sentence}_{emotion}_{level}.wav``, e.g.
+    ``1001_DFA_ANG_XX.wav``: actor 1001-1091, one of 12 sentences (IEO, TIE,
+    IOM, IWW, TAI, MTI, IWL, ITH, DFA, ITS, TSI, WSI), emotion ANG, DIS, FEA,
+    HAP, NEU, SAD, level LO, MD, HI or XX (unspecified).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+    emotions : iterable of str, optional
+
+    Returns
+    -------
+    list of Clip
+        ``speaker`` ``"cremad:1001"`` etc.; ``intensity`` low/medium/high or
+        None; ``statement`` the sentence code.
+
+    Raises
+    ------
+    CorpusError
+        If a name does not follow the scheme.
+
+    References
+    ----------
+    Cao H, Cooper DG, Keutmann MK, Gur RC, Nenkova A, Verma R (2014)
+    "CREMA-D: Crowd-sourced emotional multimodal actors dataset", IEEE
+    Trans. Affective Computing 5(4), 377-390.  License ODbL 1.0.
+    """
+    folder, files = _audio_files(root, "CREMA-D")
+    clips = []
+    for path in files:
+        m = _CREMAD_RE.match(path.stem)
+        if (
+            m is None
+            or not 1001 <= int(m.group(1)) <= 1091
+            or m.group(2) not in _CREMAD_SENTENCES
+            or m.group(3) not in _CREMAD_CODES
+            or m.group(4) not in _CREMAD_LEVELS
+        ):
+            raise CorpusError(f"{path.name!r} is not a CREMA-D file name (e.g. 1001_DFA_ANG_XX).")
+        clips.append(Clip(path, _CREMAD_CODES[m.group(3)], f"cremad:{m.group(1)}", "cremad",
+                          intensity=_CREMAD_LEVELS[m.group(4)], statement=m.group(2)))  # fmt: skip
+    return _keep(clips, emotions, "CREMA-D", folder)
+
+
+def load_csv_corpus(
+    csv_path: str | os.PathLike[str], *, emotions: Iterable[str] | None = None, corpus: str | None = None
+) -> list[Clip]:
+    """Clips listed in a CSV file with the columns ``path,label,speaker``.
+
+    ``path`` is relative to the CSV file's folder (or absolute); ``label``
+    any spelling :func:`normalise_label` knows; ``speaker`` any identifier,
+    prefixed with the corpus name so that it cannot collide with another
+    corpus' speakers.  Extra columns are ignored.
+
+    Parameters
+    ----------
+    csv_path : str or os.PathLike
+        The CSV file (UTF-8, header row required).
+    emotions : iterable of str, optional
+    corpus : str, optional
+        Corpus name (default: the CSV file's stem).
+
+    Returns
+    -------
+    list of Clip
+        ``speaker`` ``"{corpus}:{speaker}"``.
+
+    Raises
+    ------
+    CorpusError
+        If the file is missing, lacks a column, names a missing audio file,
+        an unknown label or an empty speaker.
+    """
+    import csv
+
+    source = Path(csv_path)
+    name = corpus or source.stem
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        raise CorpusError(f"The corpus list {source.name!r} cannot be read.") from None
+    reader = csv.DictReader(text.splitlines())
+    missing = {"path", "label", "speaker"} - {f.strip().lower() for f in reader.fieldnames or []}
+    if missing:
+        raise CorpusError(f"The corpus list {source.name!r} lacks the column(s) {', '.join(sorted(missing))}.")
+    clips = []
+    for line, row in enumerate(reader, start=2):
+        row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
+        path = Path(row["path"])
+        path = path if path.is_absolute() else source.parent / path
+        if not path.is_file():
+            raise CorpusError(f"{source.name} line {line}: the audio file {row['path']!r} does not exist.")
+        if not row["speaker"]:
+            raise CorpusError(f"{source.name} line {line}: no speaker.")
+        clips.append(Clip(path, normalise_label(row["label"]), f"{name}:{row['speaker']}", name))
+    return _keep(clips, emotions, name, source.parent)
+
+
+#: ``--format`` name -> loader(root, emotions=...).
+LOADERS = {
+    "ravdess": load_ravdess,
+    "tess": load_tess,
+    "savee": load_savee,
+    "emodb": load_emodb,
+    "cremad": load_cremad,
+    "csv": load_csv_corpus,
+}
