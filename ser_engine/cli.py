@@ -32,13 +32,13 @@ __all__ = ["build_parser", "main"]
 
 
 def _emotion_list(text: str) -> list[str]:
-    from .corpora import RAVDESS_EMOTIONS
+    from .corpora import LABELS
 
     chosen = [e.strip().lower() for e in text.split(",") if e.strip()]
-    unknown = [e for e in chosen if e not in RAVDESS_EMOTIONS]
+    unknown = [e for e in chosen if e not in LABELS]
     if unknown or not chosen:
         raise argparse.ArgumentTypeError(
-            f"unknown emotion(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(RAVDESS_EMOTIONS)}"
+            f"unknown emotion(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(LABELS)}"
         )
     return chosen
 
@@ -87,8 +87,11 @@ def _recipe_options() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     data = common.add_argument_group("data")
-    data.add_argument("--corpus", required=True, type=Path, metavar="DIR", help="corpus folder")
-    data.add_argument("--format", default="ravdess", choices=["ravdess"], help="corpus layout (default ravdess)")
+    data.add_argument("--corpus", required=True, type=Path, metavar="DIR", help="corpus folder (--format csv: the CSV file)")
+    data.add_argument(
+        "--format", default="ravdess", choices=["ravdess", "tess", "savee", "emodb", "cremad", "csv"],
+        help="corpus naming scheme (default ravdess); csv: a list with columns path,label,speaker",
+    )  # fmt: skip
     data.add_argument(
         "--emotions", type=_emotion_list, metavar="E1,E2,...", help="comma-separated emotions to keep (default: all)"
     )
@@ -208,11 +211,14 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
     """Load the corpus and extract features once: (clips, labels, X, y, groups, config, overrides)."""
     import numpy as np
 
-    from .corpora import load_ravdess
+    from .corpora import LOADERS, load_ravdess
     from .features import FeatureConfig
     from .training import encode_labels, featurize, label_order
 
-    clips = load_ravdess(args.corpus, emotions=args.emotions, include_song=args.include_song)
+    if args.format == "ravdess":
+        clips = load_ravdess(args.corpus, emotions=args.emotions, include_song=args.include_song)
+    else:
+        clips = LOADERS[args.format](args.corpus, emotions=args.emotions)
     labels = label_order(clips)
     if len(labels) < 2:
         raise SERError("The chosen corpus subset holds fewer than two emotions; nothing to tell apart.")

@@ -85,7 +85,7 @@ def test_predict_missing_model(fixture_clips: list[Path], tmp_path: Path, capsys
 
 def test_bad_arguments(capsys) -> None:
     assert main([]) == 2
-    assert main(["evaluate", "--corpus", "x", "--emotions", "angry,bored"]) == 2
+    assert main(["evaluate", "--corpus", "x", "--emotions", "angry,confused"]) == 2
     assert "unknown emotion(s) bored" in capsys.readouterr().err
     assert main(["train", "--corpus", "x", "--preset", "giant"]) == 2
 
