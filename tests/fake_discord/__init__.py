@@ -6,6 +6,6 @@ See :class:`tests.fake_discord.server.FakeDiscord`.
 from __future__ import annotations
 
 from . import payloads
-from .server import FakeDiscord, FakeDiscordTimeout, RecordedRequest
+from .server import FakeDiscord, FakeDiscordTimeout, RecordedRequest, Upload
 
-__all__ = ["FakeDiscord", "FakeDiscordTimeout", "RecordedRequest", "payloads"]
+__all__ = ["FakeDiscord", "FakeDiscordTimeout", "RecordedRequest", "Upload", "payloads"]

@@ -25,6 +25,12 @@ __all__ = [
     "message",
     "slash_interaction",
     "message_command_interaction",
+    "component_interaction",
+    "option",
+    "subcommand",
+    "resolved_channel",
+    "resolved_member",
+    "dm_channel",
 ]
 
 #: Permission bits (https://discord.com/developers/docs/topics/permissions).
@@ -33,6 +39,10 @@ SEND_MESSAGES = 1 << 11
 EMBED_LINKS = 1 << 14
 ATTACH_FILES = 1 << 15
 READ_MESSAGE_HISTORY = 1 << 16
+ADMINISTRATOR = 1 << 3
+MANAGE_CHANNELS = 1 << 4
+MANAGE_GUILD = 1 << 5
+MANAGE_MESSAGES = 1 << 13
 USE_APPLICATION_COMMANDS = 1 << 31
 SEND_MESSAGES_IN_THREADS = 1 << 38
 #: What a bot invited with the README's permission integer holds.
@@ -235,6 +245,42 @@ def message(
     return data
 
 
+def dm_channel(recipient: dict[str, Any]) -> dict[str, Any]:
+    """A DM channel (type 1) with ``recipient``."""
+    return {"id": snowflake(), "type": 1, "recipients": [recipient], "last_message_id": None}
+
+
+def option(name: str, type: int, value: Any) -> dict[str, Any]:
+    """A command option value: ``type`` 3 string, 4 integer, 5 boolean, 6 user, 7 channel, 10 number, 11 attachment.
+
+    User, channel and attachment options carry the id; the object goes in ``resolved``.
+    """
+    return {"name": name, "type": type, "value": value}
+
+
+def subcommand(name: str, options: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A subcommand (option type 1) of a slash command group, with its options."""
+    return {"name": name, "type": 1, "options": options or []}
+
+
+def resolved_channel(channel: dict[str, Any], permissions: int) -> dict[str, Any]:
+    """A channel as ``resolved.channels`` carries it: the invoker's ``permissions`` in it, as a string."""
+    data = {k: channel[k] for k in ("id", "type", "name") if k in channel}
+    data["permissions"] = str(permissions)
+    if channel.get("parent_id") is not None:
+        data["parent_id"] = channel["parent_id"]
+    return data
+
+
+def resolved_member(member_payload: dict[str, Any]) -> dict[str, Any]:
+    """``resolved`` for a user option naming a guild member: its user and member (without ``user``)."""
+    user_payload = member_payload["user"]
+    return {
+        "users": {user_payload["id"]: user_payload},
+        "members": {user_payload["id"]: {k: v for k, v in member_payload.items() if k != "user"}},
+    }
+
+
 def _interaction(
     *,
     application_id: str,
@@ -242,11 +288,13 @@ def _interaction(
     channel: dict[str, Any],
     invoker: dict[str, Any],
     data: dict[str, Any],
+    kind: int = 2,
 ) -> dict[str, Any]:
+    """INTERACTION_CREATE body; ``invoker`` is a member payload (its ``permissions`` are the invoker's)."""
     payload: dict[str, Any] = {
         "id": snowflake(),
         "application_id": application_id,
-        "type": 2,  # APPLICATION_COMMAND
+        "type": kind,  # 2 APPLICATION_COMMAND, 3 MESSAGE_COMPONENT
         "data": data,
         "channel_id": channel["id"],
         "channel": channel,
@@ -320,3 +368,26 @@ def message_command_interaction(
     return _interaction(
         application_id=application_id, guild_id=guild_id, channel=channel, invoker=invoker, data=data
     )
+
+
+def component_interaction(
+    *,
+    application_id: str,
+    guild_id: str | None,
+    channel: dict[str, Any],
+    invoker: dict[str, Any],
+    message: dict[str, Any],
+    custom_id: str,
+    component_type: int = 2,
+) -> dict[str, Any]:
+    """INTERACTION_CREATE for a click on a message component (type 3; ``component_type`` 2 is a button)."""
+    payload = _interaction(
+        application_id=application_id,
+        guild_id=guild_id,
+        channel=channel,
+        invoker=invoker,
+        data={"custom_id": custom_id, "component_type": component_type},
+        kind=3,
+    )
+    payload["message"] = message
+    return payload

@@ -3,8 +3,10 @@
 One :class:`FakeDiscord` serves, on ``127.0.0.1`` and a random port:
 
 * REST under ``/api/v10``: gateway discovery, ``/users/@me``, application info,
-  bulk application-command overwrite, channel messages and typing, interaction
-  callbacks, and the interaction webhook (edit/delete ``@original``, followups);
+  bulk application-command overwrite, channel messages (JSON or multipart with
+  files, kept as :class:`Upload`) and typing, DM channels, interaction callbacks
+  (including UPDATE_MESSAGE for component clicks), and the interaction webhook
+  (edit/delete ``@original``, followups);
 * the gateway websocket at ``/gateway``: HELLO -> IDENTIFY -> READY + one
   GUILD_CREATE, heartbeats and ACKs, RESUME, with plain JSON text frames.
   discord.py asks for ``compress=zlib-stream`` but only decompresses *binary*
@@ -13,7 +15,8 @@ One :class:`FakeDiscord` serves, on ``127.0.0.1`` and a random port:
   Discord's CDN.
 
 Tests inject gateway events (:meth:`FakeDiscord.send_message`,
-:meth:`FakeDiscord.invoke_slash`, :meth:`FakeDiscord.invoke_message_command`)
+:meth:`FakeDiscord.invoke_slash`, :meth:`FakeDiscord.invoke_message_command`,
+:meth:`FakeDiscord.invoke_component`, :meth:`FakeDiscord.add_text_channel`)
 and await what the bot sends (:meth:`FakeDiscord.wait_for_request`).
 Payload shapes follow https://discord.com/developers/docs and discord.py's
 ``discord/types``.
@@ -32,7 +35,7 @@ from aiohttp import WSMsgType, web
 
 from . import payloads as p
 
-__all__ = ["FakeDiscord", "RecordedRequest", "FakeDiscordTimeout"]
+__all__ = ["FakeDiscord", "RecordedRequest", "FakeDiscordTimeout", "Upload"]
 
 API_PREFIX = "/api/v10"
 # Where the middleware leaves the RecordedRequest for the handler (typed key on aiohttp >= 3.12).
@@ -50,6 +53,28 @@ INTENT_MESSAGE_CONTENT = 1 << 15
 
 class FakeDiscordTimeout(AssertionError):
     """Nothing matching arrived in time (an assertion failure for the test)."""
+
+
+@dataclass
+class Upload:
+    """One file of a multipart request (what discord.py sends as ``files[n]``).
+
+    Attributes
+    ----------
+    field : str
+        Form field name, e.g. ``"files[0]"``.
+    filename : str
+        The file name given in the part.
+    content_type : str
+        The part's content type.
+    data : bytes
+        The file's bytes.
+    """
+
+    field: str
+    filename: str
+    content_type: str
+    data: bytes
 
 
 @dataclass
@@ -71,6 +96,10 @@ class RecordedRequest:
         Whether ``Authorization: Bot <token>`` carried the right token.
     index : int
         Position in :attr:`FakeDiscord.requests`.
+    files : list[str]
+        File names of a multipart body's file parts.
+    uploads : list[Upload]
+        The same parts with their bytes.
     """
 
     method: str
@@ -80,6 +109,7 @@ class RecordedRequest:
     authorized: bool
     index: int
     files: list[str] = field(default_factory=list)
+    uploads: list[Upload] = field(default_factory=list)
 
 
 @dataclass
@@ -112,6 +142,10 @@ class _GatewaySession:
 class FakeDiscord:
     """A fake Discord with one bot application, one guild, one text channel and one human.
 
+    Tests may add text channels (:meth:`add_text_channel`) and members with
+    chosen permissions (:meth:`add_member`); interactions then carry those
+    permissions as Discord computes them (``member.permissions``).
+
     Parameters
     ----------
     token : str
@@ -137,7 +171,7 @@ class FakeDiscord:
         self.human = p.user(p.snowflake(), "alice")
         self.guild_id = p.snowflake()
         self.channel = p.text_channel(p.snowflake(), self.guild_id, "general")
-        self.dm_channel = {"id": p.snowflake(), "type": 1, "recipients": [self.human], "last_message_id": None}
+        self.dm_channel = p.dm_channel(self.human)
         everyone = p.role(self.guild_id, "@everyone", p.MEMBER_PERMISSIONS)
         self.bot_member = p.member(self.bot_user, [])
         self.human_member = p.member(self.human, [], permissions=p.MEMBER_PERMISSIONS)
@@ -150,6 +184,8 @@ class FakeDiscord:
             members=[self.bot_member, self.human_member],
         )
 
+        self.channels: dict[str, dict[str, Any]] = {self.channel["id"]: self.channel}
+        self.dm_channels: dict[str, dict[str, Any]] = {self.human["id"]: self.dm_channel}
         self.requests: list[RecordedRequest] = []
         self.commands: dict[str | None, list[dict[str, Any]]] = {}
         self.identifies: list[dict[str, Any]] = []
@@ -322,6 +358,35 @@ class FakeDiscord:
         """Requests that fetched ``attachment``'s bytes."""
         return self.find_requests("GET", rf"^/attachments/{attachment['id']}/")
 
+    async def add_text_channel(self, name: str) -> dict[str, Any]:
+        """Add a text channel to the guild (CHANNEL_CREATE to connected clients); return its payload."""
+        channel = p.text_channel(p.snowflake(), self.guild_id, name, position=len(self.channels))
+        self.channels[channel["id"]] = channel
+        self.guild["channels"].append(channel)
+        await self.dispatch("CHANNEL_CREATE", channel)
+        return channel
+
+    def add_member(self, username: str, *, permissions: int = p.MEMBER_PERMISSIONS) -> dict[str, Any]:
+        """Add a human member holding ``permissions`` (through a role of their own); return the member payload.
+
+        The payload's ``permissions`` (a string, as in interactions) is what
+        Discord would compute in any channel of the guild: @everyone's
+        permissions plus the role's (channels have no overwrites here).
+        Members added before the bot connects are part of GUILD_CREATE.
+        """
+        user_payload = p.user(p.snowflake(), username)
+        role = p.role(p.snowflake(), f"{username}-role", permissions, position=len(self.guild["roles"]))
+        self.guild["roles"].append(role)
+        everyone = int(self.guild["roles"][0]["permissions"])
+        member_payload = p.member(user_payload, [role["id"]], permissions=everyone | permissions)
+        self.guild["members"].append(member_payload)
+        self.guild["member_count"] = len(self.guild["members"])
+        return member_payload
+
+    def dm_channel_of(self, user_id: str) -> dict[str, Any] | None:
+        """The DM channel the bot opened with ``user_id``, if any."""
+        return self.dm_channels.get(user_id)
+
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send a DISPATCH event to every connected session (MESSAGE_CREATE honours intents)."""
         for session in list(self._sessions.values()):
@@ -340,18 +405,25 @@ class FakeDiscord:
         content: str = "",
         dm: bool = False,
         author: dict[str, Any] | None = None,
+        channel: dict[str, Any] | None = None,
+        member: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Post a message from a human (default) into the guild channel, or a DM, and dispatch it.
+        """Post a message from a human (default) into a guild channel, or a DM, and dispatch it.
 
-        ``flags=8192`` marks a voice message.  Returns the message payload.
+        ``flags=8192`` marks a voice message; ``channel`` defaults to the
+        "general" channel; ``member`` (a member payload from :meth:`add_member`)
+        is the author instead of the default human.  Returns the message payload.
         """
+        if member is not None:
+            author = member["user"]
         author = author or self.human
+        member = member or self.human_member
         msg = p.message(
             p.snowflake(),
-            self.dm_channel["id"] if dm else self.channel["id"],
+            self.dm_channel["id"] if dm else (channel or self.channel)["id"],
             author,
             guild_id=None if dm else self.guild_id,
-            member_payload=None if dm else self.human_member,
+            member_payload=None if dm else member,
             content=content,
             attachments=list(attachments),
             flags=flags,
@@ -360,18 +432,67 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", msg)
         return msg
 
-    async def invoke_slash(self, name: str, options: list[dict[str, Any]], resolved: dict[str, Any]) -> dict[str, Any]:
-        """Dispatch INTERACTION_CREATE for the registered slash command ``name``; return the interaction."""
+    async def invoke_slash(
+        self,
+        name: str,
+        options: list[dict[str, Any]] | None = None,
+        resolved: dict[str, Any] | None = None,
+        *,
+        invoker: dict[str, Any] | None = None,
+        channel: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Dispatch INTERACTION_CREATE for the registered slash command ``name``; return the interaction.
+
+        ``options`` as built by :func:`payloads.option` / :func:`payloads.subcommand`;
+        ``invoker`` is a member payload (default: the human, with ordinary
+        member permissions); ``channel`` defaults to "general".
+        """
         interaction = p.slash_interaction(
             application_id=self.application_id,
             command=self.command(name, type=1),
             guild_id=self.guild_id,
-            channel=self.channel,
-            invoker=self.human_member,
-            options=options,
-            resolved=resolved,
+            channel=channel or self.channel,
+            invoker=invoker or self.human_member,
+            options=options or [],
+            resolved=resolved or {},
         )
         return await self._dispatch_interaction(interaction)
+
+    async def invoke_component(
+        self,
+        message: dict[str, Any],
+        custom_id: str,
+        *,
+        invoker: dict[str, Any] | None = None,
+        component_type: int = 2,
+    ) -> dict[str, Any]:
+        """Dispatch a click on component ``custom_id`` of ``message`` (a message the bot sent); return it.
+
+        Raises
+        ------
+        KeyError
+            If ``message`` has no component with that ``custom_id``.
+        """
+        current = self.messages.get(message["id"], message)
+        ids = [c.get("custom_id") for row in current.get("components", []) for c in row.get("components", [])]
+        if custom_id not in ids:
+            raise KeyError(f"message {message['id']} has no component {custom_id!r}; it has {ids}")
+        channel = self.channels.get(current["channel_id"]) or self.dm_channel
+        interaction = p.component_interaction(
+            application_id=self.application_id,
+            guild_id=self.guild_id if current["channel_id"] in self.channels else None,
+            channel=channel,
+            invoker=invoker or self.human_member,
+            message=current,
+            custom_id=custom_id,
+            component_type=component_type,
+        )
+        return await self._dispatch_interaction(interaction)
+
+    def original_message(self, interaction: dict[str, Any]) -> dict[str, Any] | None:
+        """The message that answers ``interaction`` (its ``@original``), as it is now."""
+        state = self._interactions.get(interaction["token"])
+        return state.original if state is not None else None
 
     async def invoke_slash_with_attachment(self, name: str, option: str, attachment: dict[str, Any]) -> dict[str, Any]:
         """Dispatch ``/name option:<attachment>``; return the interaction."""
@@ -436,6 +557,7 @@ class FakeDiscord:
         rel = path[len(API_PREFIX) :] if is_api else path
         body: Any = None
         files: list[str] = []
+        uploads: list[Upload] = []
         if request.content_type == "application/json" and request.can_read_body:
             body = await request.json()
         elif request.content_type.startswith("multipart/"):
@@ -444,10 +566,16 @@ class FakeDiscord:
                 if part.name == "payload_json":  # type: ignore[union-attr]
                     body = json.loads(await part.text())  # type: ignore[union-attr]
                 else:
-                    files.append(part.filename or part.name or "")  # type: ignore[union-attr]
-                    await part.read()  # type: ignore[union-attr]
+                    name = part.filename or part.name or ""  # type: ignore[union-attr]
+                    data = await part.read()  # type: ignore[union-attr]
+                    headers = part.headers  # type: ignore[union-attr]
+                    content_type = headers.get("Content-Type", "application/octet-stream")
+                    files.append(name)
+                    uploads.append(Upload(part.name or "", name, content_type, bytes(data)))  # type: ignore[union-attr]
         authorized = request.headers.get("Authorization") == f"Bot {self.token}"
-        record = RecordedRequest(request.method, rel, dict(request.query), body, authorized, len(self.requests), files)
+        record = RecordedRequest(
+            request.method, rel, dict(request.query), body, authorized, len(self.requests), files, uploads
+        )
         self.requests.append(record)
         request[_RECORD] = record
         needs_auth = is_api and not rel.startswith(("/webhooks/", "/interactions/"))
@@ -573,17 +701,22 @@ class FakeDiscord:
         self.commands[guild_id] = registered
         return _json(registered)
 
-    def _store_message(self, channel_id: str, body: dict[str, Any], *, webhook: bool) -> dict[str, Any]:
+    def _store_message(
+        self, channel_id: str, body: dict[str, Any], *, webhook: bool, uploads: list[Upload] | None = None
+    ) -> dict[str, Any]:
         msg = p.message(
             p.snowflake(),
             channel_id,
             self.bot_user,
-            guild_id=self.guild_id if channel_id == self.channel["id"] else None,
+            guild_id=self.guild_id if channel_id in self.channels else None,
             content=body.get("content") or "",
             embeds=body.get("embeds") or [],
             flags=int(body.get("flags") or 0),
             message_reference=body.get("message_reference"),
         )
+        msg["components"] = body.get("components") or []
+        if uploads:
+            msg["attachments"] = self._uploaded_attachments(uploads)
         if webhook:
             msg["webhook_id"] = self.application_id
             msg["application_id"] = self.application_id
@@ -592,7 +725,8 @@ class FakeDiscord:
 
     async def _post_message(self, request: web.Request) -> web.Response:
         channel_id = request.match_info["channel_id"]
-        if channel_id not in (self.channel["id"], self.dm_channel["id"]):
+        dm_ids = {c["id"] for c in self.dm_channels.values()}
+        if channel_id not in self.channels and channel_id not in dm_ids:
             return _error(404, 10003, "Unknown Channel")
         body = request[_RECORD].json or {}
         if not (body.get("content") or body.get("embeds") or request[_RECORD].files):
@@ -600,13 +734,32 @@ class FakeDiscord:
         ref = body.get("message_reference")
         if ref is not None and str(ref.get("message_id")) not in self.messages and ref.get("fail_if_not_exists", True):
             return _error(400, 50035, "Invalid Form Body: Unknown message")
-        return _json(self._store_message(channel_id, body, webhook=False))
+        return _json(self._store_message(channel_id, body, webhook=False, uploads=request[_RECORD].uploads))
 
     async def _post_typing(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
 
     async def _post_dm_channel(self, request: web.Request) -> web.Response:
-        return _json(self.dm_channel)
+        recipient_id = str((request[_RECORD].json or {}).get("recipient_id") or self.human["id"])
+        channel = self.dm_channels.get(recipient_id)
+        if channel is None:
+            members = {m["user"]["id"]: m["user"] for m in self.guild["members"]}
+            if recipient_id not in members:
+                return _error(400, 50033, "Invalid Recipient(s)")
+            channel = self.dm_channels[recipient_id] = p.dm_channel(members[recipient_id])
+        return _json(channel)
+
+    def _uploaded_attachments(self, uploads: list[Upload]) -> list[dict[str, Any]]:
+        """Attachment objects for uploaded files (served back at ``/attachments/...``)."""
+        out = []
+        for upload in uploads:
+            attachment_id = p.snowflake()
+            self._attachments[attachment_id] = (upload.data, upload.content_type)
+            url = f"http://127.0.0.1:{self.port}/attachments/{attachment_id}/{upload.filename}"
+            out.append(
+                p.attachment(attachment_id, upload.filename, len(upload.data), url, content_type=upload.content_type)
+            )
+        return out
 
     async def _interaction_callback(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]
@@ -626,11 +779,34 @@ class FakeDiscord:
                 "response_message_ephemeral": bool(int(data.get("flags") or 0) & 64),
             }
         }
+        uploads = request[_RECORD].uploads
         if state.callback_type in (4, 5):
-            state.original = self._store_message(state.payload["channel_id"], data, webhook=True)
+            state.original = self._store_message(state.payload["channel_id"], data, webhook=True, uploads=uploads)
             result["interaction"]["response_message_id"] = state.original["id"]
             result["resource"] = {"type": state.callback_type, "message": state.original}
+        elif state.callback_type in (6, 7):  # (deferred) update of the message a component belongs to
+            if state.payload["type"] != 3:
+                return _error(400, 40004, "Interaction callback type only valid for component interactions")
+            target = self.messages.get(state.payload["message"]["id"], state.payload["message"])
+            if state.callback_type == 7:
+                self._edit(target, data, uploads)
+            state.original = target
+            result["interaction"]["response_message_id"] = target["id"]
+            if state.callback_type == 7:
+                result["resource"] = {"type": 7, "message": target}
         return _json(result)
+
+    def _edit(self, msg: dict[str, Any], body: dict[str, Any], uploads: list[Upload]) -> None:
+        """Apply a message edit (PATCH or UPDATE_MESSAGE body) to a stored message, in place."""
+        for key in ("content", "embeds", "flags", "components"):
+            if key in body:
+                empty: Any = [] if key in ("embeds", "components") else ("" if key == "content" else 0)
+                msg[key] = body[key] if body[key] is not None else empty
+        if "attachments" in body or uploads:
+            kept_ids = {str(a.get("id")) for a in body.get("attachments") or []}
+            kept = [a for a in msg.get("attachments", []) if str(a["id"]) in kept_ids]
+            msg["attachments"] = kept + self._uploaded_attachments(uploads)
+        msg["edited_timestamp"] = msg["timestamp"]
 
     async def _original(self, request: web.Request) -> web.Response:
         state = self._interactions.get(request.match_info["token"])
@@ -643,11 +819,7 @@ class FakeDiscord:
             state.original = None
             return web.Response(status=204)
         if request.method == "PATCH":
-            body = request[_RECORD].json or {}
-            for key in ("content", "embeds", "flags"):
-                if key in body:
-                    state.original[key] = body[key] if body[key] is not None else ([] if key == "embeds" else "")
-            state.original["edited_timestamp"] = state.original["timestamp"]
+            self._edit(state.original, request[_RECORD].json or {}, request[_RECORD].uploads)
         return _json(state.original)
 
     async def _followup(self, request: web.Request) -> web.Response:
@@ -656,7 +828,9 @@ class FakeDiscord:
             return _error(404, 10015, "Unknown Webhook")
         if state.callback_type is None:
             return _error(404, 10015, "Unknown Webhook")  # Discord: respond before following up
-        msg = self._store_message(state.payload["channel_id"], request[_RECORD].json or {}, webhook=True)
+        msg = self._store_message(
+            state.payload["channel_id"], request[_RECORD].json or {}, webhook=True, uploads=request[_RECORD].uploads
+        )
         if request.query.get("wait") in ("true", "1", "True"):
             return _json(msg)
         return web.Response(status=204)
