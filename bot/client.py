@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -15,12 +18,16 @@ from .discord_api import apply_api_base_url, apply_gateway_url
 if TYPE_CHECKING:  # pragma: no cover
     from ser_engine.service import EmotionService
 
-__all__ = ["SERBot", "INTENTS", "REQUIRED_PERMISSIONS", "EXTENSIONS", "invite_url"]
+    from .storage import GuildSettings, Store
+
+__all__ = ["SERBot", "INTENTS", "REQUIRED_PERMISSIONS", "EXTENSIONS", "invite_url", "model_version"]
 
 log = logging.getLogger(__name__)
 
 #: Cog packages loaded at start-up (Red-DiscordBot style: each has ``async def setup(bot)``).
-EXTENSIONS: tuple[str, ...] = ("bot.cogs.emotion", "bot.cogs.admin")
+EXTENSIONS: tuple[str, ...] = (
+    "bot.cogs.emotion", "bot.cogs.insights", "bot.cogs.settings", "bot.cogs.privacy", "bot.cogs.admin",
+)
 
 
 def _intents() -> discord.Intents:
@@ -36,6 +43,7 @@ def _intents() -> discord.Intents:
 INTENTS: discord.Intents = _intents()
 
 #: Channel permissions the bot needs: see channels, reply (also in threads) with embeds.
+#: (The ``/insights`` chart travels in an interaction response, which needs no channel permission.)
 REQUIRED_PERMISSIONS = discord.Permissions(
     view_channel=True,
     send_messages=True,
@@ -43,6 +51,41 @@ REQUIRED_PERMISSIONS = discord.Permissions(
     embed_links=True,
     read_message_history=True,
 )
+
+
+def model_version(model_path: str | Path) -> str:
+    """Identify a model bundle for the analyses it produces: ``"<file stem>@sha256:<hex>"``.
+
+    The SHA-256 of the ``.joblib`` bytes comes from the bundle's JSON sidecar
+    (which :func:`ser_engine.bundle.load_bundle` checked against the bytes it
+    loaded); without a sidecar hash the file itself is hashed.
+
+    Parameters
+    ----------
+    model_path : str or Path
+        The ``.joblib`` bundle.
+
+    Returns
+    -------
+    str
+        At most 128 characters (the width of the stored column).
+
+    Raises
+    ------
+    OSError
+        When neither the sidecar nor the bundle can be read.
+    """
+    path = Path(model_path)
+    digest = None
+    try:
+        sidecar = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        if isinstance(sidecar, dict) and isinstance(sidecar.get("sha256"), str):
+            digest = sidecar["sha256"].lower()
+    except (OSError, ValueError):
+        digest = None
+    if digest is None:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return f"{path.stem[:48]}@sha256:{digest}"
 
 
 def invite_url(application_id: int) -> str:
@@ -68,6 +111,15 @@ class SERBot(commands.Bot):
         The configuration the bot runs with.
     service : EmotionService or None
         The analysis service, created in :meth:`setup_hook`, closed in :meth:`close`.
+    store : Store or None
+        Storage of analyses, guild settings and opt-outs, created in
+        :meth:`setup_hook` (even when the database is unreachable then: it
+        reconnects by itself), closed in :meth:`close`.
+    model_version : str
+        Identifies the loaded model in stored analyses (see :func:`model_version`).
+    known_settings : dict of int to GuildSettings
+        Last settings read or written per guild, used while the database is
+        unavailable.
     """
 
     def __init__(self, settings: Settings, **options: Any) -> None:
@@ -80,6 +132,9 @@ class SERBot(commands.Bot):
         )
         self.settings = settings
         self.service: EmotionService | None = None
+        self.store: Store | None = None
+        self.model_version: str = "unknown"
+        self.known_settings: dict[int, GuildSettings] = {}
 
     # ------------------------------------------------------------ lifecycle
     async def login(self, token: str) -> None:
@@ -94,7 +149,11 @@ class SERBot(commands.Bot):
         await super().connect(reconnect=reconnect)
 
     async def setup_hook(self) -> None:
-        """Load and warm the model, load the cogs, sync application commands.
+        """Load and warm the model, open the store, load the cogs, sync application commands.
+
+        The store runs its migrations now. An unreachable database does not
+        stop the bot: voice notes are still answered (nothing is stored) and
+        the store retries on later calls.
 
         Raises
         ------
@@ -109,14 +168,37 @@ class SERBot(commands.Bot):
         limits = AudioLimits(max_bytes=s.ser_max_bytes, max_duration_s=s.ser_max_duration_s)
         log.info("loading model %s", s.ser_model_path)
         predictor = await asyncio.to_thread(Predictor.load, s.ser_model_path, limits=limits)
+        self.model_version = await asyncio.to_thread(model_version, s.ser_model_path)
         self.service = EmotionService(
             predictor, workers=s.ser_workers, max_pending=s.ser_max_pending, timeout_s=s.ser_request_timeout_s
         )
         await self.service.start()
+        await self.open_store()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if s.sync_commands:
             await self.sync_app_commands()
+
+    async def open_store(self) -> None:
+        """Create :attr:`store` from ``DATABASE_URL`` (or ``DATA_DIR/ser.db``) and migrate it.
+
+        Never raises for the database itself: when it cannot be reached or
+        migrated the failure is logged and the bot runs without storage until
+        the store's next successful call.
+        """
+        from .storage import Store, StoreError, StoreUnavailableError, resolve_database_url
+
+        s = self.settings
+        raw = s.database_url.get_secret_value() if s.database_url is not None else None
+        url = await asyncio.to_thread(resolve_database_url, raw, s.sqlite_path)
+        self.store = Store(url)
+        log.info("database: %s", self.store.url)  # password masked
+        try:
+            await self.store.start()
+        except StoreUnavailableError as exc:
+            log.warning("the database is unavailable (%s); voice notes are answered but not stored", exc.message)
+        except StoreError as exc:
+            log.error("the database could not be prepared (%s); voice notes are answered but not stored", exc.message)
 
     async def sync_app_commands(self) -> None:
         """Overwrite the registered commands: in ``DEV_GUILD_ID`` only if set, else globally."""
@@ -137,10 +219,15 @@ class SERBot(commands.Bot):
             log.info("invite URL: %s", invite_url(self.application_id))
 
     async def close(self) -> None:
-        """Disconnect from Discord, then let running analyses finish and stop the service."""
+        """Unload the cogs and disconnect, let running analyses finish, stop the service, close the store."""
         try:
             await super().close()
         finally:
             service, self.service = self.service, None
-            if service is not None:
-                await service.close()
+            try:
+                if service is not None:
+                    await service.close()
+            finally:
+                store, self.store = self.store, None
+                if store is not None:
+                    await store.close()

@@ -12,12 +12,16 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "DEFAULT_API_BASE_URL", "DEFAULT_MODEL_PATH"]
+__all__ = ["Settings", "DEFAULT_API_BASE_URL", "DEFAULT_MODEL_PATH", "DEFAULT_DATA_DIR", "SQLITE_FILENAME"]
 
 #: Discord's REST API, version 10 (https://discord.com/developers/docs/reference#api-versioning).
 DEFAULT_API_BASE_URL = "https://discord.com/api/v10"
 #: The shipped RAVDESS 8-class model, relative to the working directory.
 DEFAULT_MODEL_PATH = Path("models/ravdess-8class.joblib")
+#: Where the bot keeps its files (the default SQLite database), relative to the working directory.
+DEFAULT_DATA_DIR = Path("data")
+#: Name of the default SQLite database file inside ``DATA_DIR``.
+SQLITE_FILENAME = "ser.db"
 
 
 class Settings(BaseSettings):
@@ -56,6 +60,19 @@ class Settings(BaseSettings):
         the attachment's reported size before downloading (default 25 MiB).
     ser_max_duration_s : float
         ``SER_MAX_DURATION_S``, longest recording accepted, in seconds (default 300).
+    database_url : SecretStr or None
+        ``DATABASE_URL``: where analyses, guild settings and opt-outs are
+        stored, e.g. ``postgresql://user:password@host:5432/ser``
+        (``postgres://`` and ``sqlite:///FILE`` work too). Unset or empty:
+        an SQLite file ``ser.db`` in :attr:`data_dir`. Masked like the token
+        because it may hold a password.
+    data_dir : Path
+        ``DATA_DIR``, folder of the default SQLite database (default
+        ``./data``, created when needed).
+    retention_sweep_minutes : float
+        ``RETENTION_SWEEP_MINUTES``: how often stored analyses older than
+        each server's retention are deleted (default every 60 minutes; the
+        first sweep runs at start-up).
     log_level : str
         ``LOG_LEVEL``: DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO).
     """
@@ -79,6 +96,9 @@ class Settings(BaseSettings):
     ser_download_timeout_s: float = Field(20.0, gt=0)
     ser_max_bytes: int = Field(25 * 2**20, gt=0)
     ser_max_duration_s: float = Field(300.0, gt=0)
+    database_url: SecretStr | None = None
+    data_dir: Path = DEFAULT_DATA_DIR
+    retention_sweep_minutes: float = Field(60.0, ge=1.0, le=1440.0)
     log_level: str = "INFO"
 
     @field_validator("discord_token")
@@ -102,6 +122,24 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_url_is_none(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        from bot.storage.urls import normalise_database_url
+
+        url = value.get_secret_value().strip()
+        normalise_database_url(url)  # ValueError names the problem, never the URL (it may hold a password)
+        return SecretStr(url)
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -109,6 +147,11 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The default SQLite database file, ``DATA_DIR/ser.db`` (used when ``DATABASE_URL`` is unset)."""
+        return self.data_dir / SQLITE_FILENAME
 
     @property
     def log_level_number(self) -> int:

@@ -124,3 +124,24 @@ def test_env_example_documents_every_setting_and_loads(
     (tmp_path / ".env").write_text(example.replace("DISCORD_TOKEN=\n", f"DISCORD_TOKEN={TOKEN}\n"))
     monkeypatch.chdir(tmp_path)
     assert Settings() == Settings(_env_file=None, discord_token=TOKEN)  # type: ignore[call-arg]
+
+
+def test_database_settings_default_to_sqlite_in_data_dir_and_hide_the_password(
+    tmp_path: Path, clean_env: None
+) -> None:
+    settings = Settings(_env_file=None, discord_token=TOKEN)
+    assert settings.database_url is None and settings.sqlite_path == Path("data") / "ser.db"
+    blank = Settings(_env_file=None, discord_token=TOKEN, database_url="  ", data_dir=tmp_path)
+    assert blank.database_url is None and blank.sqlite_path == tmp_path / "ser.db"
+    url = "postgresql://ser:pg-s3cret@db.example:5432/ser"
+    pg = Settings(_env_file=None, discord_token=TOKEN, database_url=url)
+    assert pg.database_url is not None and pg.database_url.get_secret_value() == url
+    for text in (repr(pg), str(pg), pg.model_dump_json()):
+        assert "pg-s3cret" not in text
+
+
+def test_unsupported_database_url_is_named_but_not_echoed(tmp_path: Path) -> None:
+    result = run_bot(tmp_path, DISCORD_TOKEN=TOKEN, DATABASE_URL="mysql://root:my-s3cret@localhost/ser")
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr and "mysql" in result.stderr
+    assert "my-s3cret" not in result.stderr and "Traceback" not in result.stderr

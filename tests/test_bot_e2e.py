@@ -76,12 +76,13 @@ async def fake() -> Any:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def bot(fake: FakeDiscord, model_path: Path) -> Any:
-    """The real bot, configured through Settings to talk to the fake Discord."""
+async def bot(fake: FakeDiscord, model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The real bot, configured through Settings to talk to the fake Discord (SQLite in a temporary folder)."""
     settings = Settings(
         _env_file=None,
         discord_token=fake.token,
         discord_api_base_url=fake.base_url,
+        data_dir=tmp_path_factory.mktemp("bot-data"),
         ser_model_path=model_path,
         ser_max_bytes=MAX_BYTES,
         ser_workers=2,
@@ -93,6 +94,13 @@ async def bot(fake: FakeDiscord, model_path: Path) -> Any:
     root.addHandler(logs)
     root.setLevel(logging.DEBUG)
     client = SERBot(settings, guild_ready_timeout=0.2)
+    try:  # the admin cog's model registry: a throw-away folder, so the configured model is served
+        from bot.cogs.admin.settings import LifecycleSettings
+
+        lifecycle = LifecycleSettings(_env_file=None, ser_registry_dir=tmp_path_factory.mktemp("registry"))
+        client.lifecycle_settings = lifecycle  # type: ignore[attr-defined]
+    except ImportError:
+        pass
     client.test_logs = logs  # type: ignore[attr-defined]
     runner = asyncio.create_task(client.start(settings.discord_token.get_secret_value()))
     ready = asyncio.create_task(client.wait_until_ready())

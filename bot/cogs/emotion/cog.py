@@ -2,72 +2,139 @@
 
 Every analysis goes through the bot's :class:`~ser_engine.service.EmotionService`,
 which runs decoding and the model in worker threads, never on the event loop.
+
+Voice notes posted in a server are answered according to the server's
+settings (auto-analysis, channel allow/deny lists, public reply or DM), never
+for members who opted out, and their analyses (never the audio) are stored
+for ``/insights``; a note that crosses the server's alert settings is
+reported once per cool-down in the mod-log channel. When the database is
+unreachable, notes are still answered from the last known settings and
+opt-outs, and nothing is stored.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ser_engine.errors import AudioError, ModelError, SERError, ServiceError
+from bot.storage import GuildSettings, StoreError, StoreUnavailableError
 
+from ..common import UserFacingError, store_of, user_message_for
 from .media import (
     NoAudioInMessageError,
-    UserFacingError,
     audio_attachments,
     check_attachment,
     download,
 )
-from .render import build_embed, build_text
+from .render import build_alert_embed, build_embed, build_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from ser_engine.predict import Prediction
 
     from bot.client import SERBot
 
-__all__ = ["EmotionCog", "user_message_for"]
+__all__ = [
+    "EmotionCog",
+    "VoiceNoteOutcome",
+    "OptedOutAuthorError",
+    "VOICE_NOTE_EVENT",
+    "guild_settings",
+    "opted_out",
+    "user_message_for",
+]
 
 log = logging.getLogger(__name__)
 
 CONTEXT_MENU_NAME = "Detect emotion"
 OUTDATED_COMMAND = "This command changed since your Discord client loaded it; please try again in a minute."
+BAD_OPTION = "I couldn't use one of the options you picked; please pick it again from the list."
+#: Name of the event dispatched after each voice note (listen with ``on_voice_note_processed``).
+VOICE_NOTE_EVENT = "voice_note_processed"
 
 
-def _correlation_id() -> str:
-    return secrets.token_hex(4)
+class OptedOutAuthorError(UserFacingError):
+    """The context menu was used on a message of a member who opted out."""
+
+    def __init__(self) -> None:
+        super().__init__("That member opted out of emotion analysis, so I won't analyse their messages.")
 
 
-def user_message_for(error: BaseException, *, where: str) -> str:
-    """The short message to show a user for ``error``, logging it as it deserves.
+@dataclass(frozen=True)
+class VoiceNoteOutcome:
+    """What the bot did with one voice note (the payload of ``on_voice_note_processed``).
 
-    Refusals (engine errors, bot refusals) show their own ``user_message``.
-    Anything else is logged with its traceback under a fresh correlation id,
-    and the user gets an apology quoting that id, never the exception text.
+    Attributes
+    ----------
+    message_id : int
+        The voice note's message.
+    status : {"answered", "refused", "skipped"}
+        Answered with an emotion; refused with a short error (too large,
+        undecodable, busy ...); or skipped without any answer.
+    reason : str or None
+        Why it was skipped: ``"opted_out"`` (the author opted out),
+        ``"channel_off"`` (the server does not analyse this channel) or
+        ``"no_permission"`` (the bot may not answer there).
+    prediction : Prediction or None
+        The engine's result when answered.
+    stored_id : int or None
+        Id of the stored analysis row (``None``: not stored -- direct message,
+        opted out, or the database unavailable).
+    alerted : bool
+        Whether an alert was posted in the mod-log channel.
+    """
+
+    message_id: int
+    status: Literal["answered", "refused", "skipped"]
+    reason: str | None = None
+    prediction: Prediction | None = None
+    stored_id: int | None = None
+    alerted: bool = False
+
+
+async def guild_settings(bot: SERBot, guild_id: int) -> GuildSettings:
+    """A guild's settings from the store, else the last known ones, else the defaults.
+
+    Never raises for the database: when it is unavailable the last settings
+    seen by this process (kept in ``bot.known_settings``) are used, so a
+    server that turned auto-analysis off does not get answers during an
+    outage.
 
     Parameters
     ----------
-    error : BaseException
-        What went wrong.
-    where : str
-        Context for the log line (e.g. ``"/emotion"``).
+    bot : SERBot
+        The bot (its ``store`` and ``known_settings``).
+    guild_id : int
+        The guild.
     """
-    if isinstance(error, (UserFacingError, AudioError)):
-        log.info("%s refused: %s: %s", where, type(error).__name__, error)
-        return error.user_message
-    if isinstance(error, ServiceError):
-        log.warning("%s: %s", where, error)
-        return error.user_message
-    if isinstance(error, (ModelError, SERError)):
-        log.error("%s: engine error", where, exc_info=error)
-        return error.user_message
-    cid = _correlation_id()
-    log.error("%s: unexpected error [%s]", where, cid, exc_info=error)
-    return f"Sorry, something went wrong on my side. (error id `{cid}`)"
+    try:
+        settings = await store_of(bot).get_guild_settings(guild_id)
+    except StoreError as exc:
+        if not isinstance(exc, StoreUnavailableError):
+            log.error("reading settings of guild %s failed", guild_id, exc_info=exc)
+        return bot.known_settings.get(guild_id, GuildSettings(guild_id))
+    bot.known_settings[guild_id] = settings
+    return settings
+
+
+async def opted_out(bot: SERBot, user_id: int) -> bool:
+    """Whether ``user_id`` opted out; the last known answer when the database is unavailable.
+
+    Never raises for the database.
+    """
+    store = bot.store
+    if store is None:
+        return False
+    try:
+        return await store.is_opted_out(user_id)
+    except StoreError as exc:
+        if not isinstance(exc, StoreUnavailableError):
+            log.error("reading the opt-out of a user failed", exc_info=exc)
+        return store.known_opted_out(user_id)
 
 
 class EmotionCog(commands.Cog, name="Emotion"):
@@ -115,36 +182,145 @@ class EmotionCog(commands.Cog, name="Emotion"):
     # ----------------------------------------------------------- listeners
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        """Reply to a voice message (guild channel, thread or DM) with its emotion."""
+        """Answer a voice message (guild channel, thread or DM), store its analysis, alert if needed.
+
+        Dispatches ``on_voice_note_processed`` with a :class:`VoiceNoteOutcome`
+        for every voice note with an audio attachment, answered or not.
+        """
         if message.author.bot or message.webhook_id is not None or not message.flags.voice:
             return
         attachments = audio_attachments(message)
         if not attachments:
             return
+        try:
+            outcome = await self._handle_voice_note(message, attachments[0])
+        except Exception:  # never let one note take the listener down
+            log.exception("voice message %s: unexpected failure", message.id)
+            outcome = VoiceNoteOutcome(message.id, "refused")
+        self.bot.dispatch(VOICE_NOTE_EVENT, outcome)
+
+    async def _handle_voice_note(self, message: discord.Message, attachment: discord.Attachment) -> VoiceNoteOutcome:
+        if await opted_out(self.bot, message.author.id):
+            log.debug("voice message %s: the author opted out", message.id)
+            return VoiceNoteOutcome(message.id, "skipped", "opted_out")
+        settings: GuildSettings | None = None
+        by_dm = False  # a guild that chose private answers: DM the speaker instead of replying
         can_embed = True
         if message.guild is not None:
-            perms = message.channel.permissions_for(message.guild.me)  # type: ignore[union-attr,arg-type]
-            in_thread = isinstance(message.channel, discord.Thread)
-            can_send = perms.send_messages_in_threads if in_thread else perms.send_messages
-            if not (perms.view_channel and can_send):
-                log.debug("no permission to answer in channel %s", message.channel.id)
-                return
-            can_embed = perms.embed_links
-        attachment = attachments[0]
+            settings = await guild_settings(self.bot, message.guild.id)
+            parent_id = getattr(message.channel, "parent_id", None)
+            if not settings.analyses_channel(message.channel.id, parent_id):
+                return VoiceNoteOutcome(message.id, "skipped", "channel_off")
+            by_dm = settings.reply_mode == "dm"
+            if not by_dm:
+                perms = message.channel.permissions_for(message.guild.me)  # type: ignore[union-attr,arg-type]
+                in_thread = isinstance(message.channel, discord.Thread)
+                can_send = perms.send_messages_in_threads if in_thread else perms.send_messages
+                if not (perms.view_channel and can_send):
+                    log.debug("no permission to answer in channel %s", message.channel.id)
+                    return VoiceNoteOutcome(message.id, "skipped", "no_permission")
+                can_embed = perms.embed_links
         try:
             self._check(attachment)
-            async with message.channel.typing():
+            if by_dm:
                 prediction = await self._analyse(attachment)
-            if can_embed:
-                await message.reply(embed=build_embed(prediction), mention_author=False)
             else:
-                await message.reply(build_text(prediction), mention_author=False)
-        except Exception as exc:  # every failure becomes a short reply
+                async with message.channel.typing():
+                    prediction = await self._analyse(attachment)
+        except Exception as exc:  # every failure becomes a short answer
             text = user_message_for(exc, where=f"voice message {message.id}")
-            try:
+            await self._send(message, by_dm=by_dm, text=text)
+            return VoiceNoteOutcome(message.id, "refused")
+        if can_embed:
+            await self._send(message, by_dm=by_dm, embed=build_embed(prediction))
+        else:
+            await self._send(message, by_dm=by_dm, text=build_text(prediction))
+        stored_id: int | None = None
+        alerted = False
+        if settings is not None:  # notes sent to the bot by direct message are answered, never stored
+            stored_id = await self._store(message, prediction)
+            if stored_id is not None:  # None: opted out meanwhile, or no database -- then no alert either
+                alerted = await self._alert(message, prediction, settings)
+        return VoiceNoteOutcome(message.id, "answered", None, prediction, stored_id, alerted)
+
+    async def _send(
+        self, message: discord.Message, *, by_dm: bool, text: str | None = None, embed: discord.Embed | None = None
+    ) -> None:
+        """Answer ``message``: a reply in its channel, or a DM to its author (``by_dm``, guild messages)."""
+        try:
+            if by_dm and message.guild is not None:
+                channel = message.channel.mention  # type: ignore[union-attr]
+                where = f"Your voice message in {channel}: {message.jump_url}"
+                content = f"{where}\n{text}" if text else where
+                await message.author.send(content, embed=embed)  # type: ignore[arg-type]
+            elif embed is not None:
+                await message.reply(text, embed=embed, mention_author=False)
+            else:
                 await message.reply(text, mention_author=False)
-            except discord.HTTPException:
-                log.warning("could not reply to message %s", message.id, exc_info=True)
+        except discord.HTTPException:
+            # E.g. the member does not accept DMs from server members: the server chose private
+            # answers, so nothing is posted in the channel instead.
+            log.warning("could not answer voice message %s", message.id, exc_info=True)
+
+    async def _store(self, message: discord.Message, prediction: Prediction) -> int | None:
+        """Store the analysis of a guild voice note; ``None`` if opted out or the database failed."""
+        store = self.bot.store
+        if store is None or message.guild is None:
+            return None
+        try:
+            return await store.record_analysis(
+                guild_id=message.guild.id,
+                channel_id=message.channel.id,
+                user_id=message.author.id,
+                message_id=message.id,
+                label=prediction.label,
+                confidence=min(1.0, max(0.0, float(prediction.confidence))),
+                probabilities=prediction.probabilities,
+                model_version=self.bot.model_version,
+                duration_s=max(0.0, float(prediction.duration_s)),
+                created_at=message.created_at,
+            )
+        except StoreUnavailableError as exc:
+            log.warning("voice message %s answered but not stored: %s", message.id, exc.message)
+        except (StoreError, ValueError):
+            log.exception("voice message %s answered but not stored", message.id)
+        return None
+
+    async def _alert(self, message: discord.Message, prediction: Prediction, settings: GuildSettings) -> bool:
+        """Post an alert in the mod-log channel when the note crosses the settings, once per cool-down."""
+        guild = message.guild
+        store = self.bot.store
+        if guild is None or store is None or not settings.crosses_alert(prediction.label, prediction.confidence):
+            return False
+        try:
+            claimed = await store.should_alert(
+                guild.id,
+                message.channel.id,
+                message.author.id,
+                prediction.label,
+                prediction.confidence,
+                now=message.created_at,
+                settings=settings,
+            )
+        except StoreError as exc:
+            log.warning("alert for voice message %s not checked: %s", message.id, exc.message)
+            return False
+        if not claimed:
+            return False
+        modlog = guild.get_channel_or_thread(settings.modlog_channel_id or 0)
+        if not isinstance(modlog, discord.abc.Messageable):
+            log.warning("guild %s: the mod-log channel %s no longer exists", guild.id, settings.modlog_channel_id)
+            return False
+        perms = modlog.permissions_for(guild.me)
+        if not (perms.view_channel and perms.send_messages and perms.embed_links):
+            log.warning("guild %s: no permission to post alerts in channel %s", guild.id, modlog.id)
+            return False
+        try:
+            await modlog.send(embed=build_alert_embed(message, prediction, cooldown_s=settings.alert_cooldown_s))
+        except discord.HTTPException:
+            log.warning("guild %s: posting an alert failed", guild.id, exc_info=True)
+            return False
+        return True
 
     # ---------------------------------------------------------- app commands
     @app_commands.command(name="emotion", description="Detect the emotion in a voice recording")
@@ -158,6 +334,8 @@ class EmotionCog(commands.Cog, name="Emotion"):
         attachments = audio_attachments(message)
         if not attachments:
             raise NoAudioInMessageError()
+        if message.author.id != interaction.user.id and await opted_out(self.bot, message.author.id):
+            raise OptedOutAuthorError()
         await self._answer(interaction, attachments[0])
 
     async def _answer(self, interaction: discord.Interaction, attachment: discord.Attachment) -> None:
@@ -172,12 +350,16 @@ class EmotionCog(commands.Cog, name="Emotion"):
     ) -> None:
         """Global application-command error handler: a short ephemeral message, never a traceback."""
         cause: BaseException = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        command = interaction.command.name if interaction.command is not None else "unknown command"
+        command = interaction.command.qualified_name if interaction.command is not None else "unknown command"
         if isinstance(cause, (app_commands.CommandNotFound, app_commands.CommandSignatureMismatch)):
             log.warning("%s: %s", command, cause)
             text = OUTDATED_COMMAND
         elif isinstance(cause, app_commands.CheckFailure):
+            log.info("%s refused: %s", command, cause)
             text = str(cause) or "You can't use this command here."
+        elif isinstance(cause, app_commands.TransformerError):
+            log.info("%s: %s", command, cause)
+            text = BAD_OPTION
         else:
             text = user_message_for(cause, where=command)
         try:

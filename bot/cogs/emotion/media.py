@@ -10,6 +10,8 @@ import discord
 
 from ser_engine.errors import AudioTooLargeError, AudioTooLongError
 
+from ..common import UserFacingError
+
 __all__ = [
     "AUDIO_EXTENSIONS",
     "UserFacingError",
@@ -26,14 +28,6 @@ __all__ = [
 AUDIO_EXTENSIONS = frozenset(
     {".ogg", ".oga", ".opus", ".mp3", ".wav", ".flac", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".weba"}
 )
-
-
-class UserFacingError(Exception):
-    """A refusal whose message may be shown to the user as it is (like ``SERError.user_message``)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.user_message = message
 
 
 class NotAudioError(UserFacingError):

@@ -9,7 +9,7 @@ import discord
 if TYPE_CHECKING:  # pragma: no cover
     from ser_engine.predict import Prediction
 
-__all__ = ["EMOJI", "build_embed", "build_text", "probability_bars"]
+__all__ = ["EMOJI", "build_alert_embed", "build_embed", "build_text", "probability_bars", "format_duration"]
 
 #: An emoji per RAVDESS emotion (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391).
 EMOJI: dict[str, str] = {
@@ -103,3 +103,48 @@ def build_text(prediction: Prediction) -> str:
         f"({prediction.confidence:.1%} confidence, {prediction.duration_s:.1f} s analysed)"
     )
     return f"{text}\n```\n{others}\n```" if others else text
+
+
+def format_duration(seconds: float) -> str:
+    """``600`` -> ``"10 min"``, ``5400`` -> ``"1 h 30 min"``, ``45`` -> ``"45 s"``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, minutes = divmod(seconds // 60, 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def build_alert_embed(message: discord.Message, prediction: Prediction, *, cooldown_s: float) -> discord.Embed:
+    """The mod-log alert: emotion, confidence, author, channel and a jump link to the voice note.
+
+    Parameters
+    ----------
+    message : discord.Message
+        The voice note (in a guild).
+    prediction : Prediction
+        Its analysis (``confidence`` in [0, 1]).
+    cooldown_s : float
+        The guild's alert cool-down in seconds, stated in the footer.
+    """
+    label = prediction.label
+    author = message.author
+    channel = message.channel
+    embed = discord.Embed(
+        title=f"{EMOJI.get(label, _FALLBACK_EMOJI)} Voice note alert: {label}",
+        description=f"{author.mention} sounded **{label}** in {getattr(channel, 'mention', '#?')}.",
+        colour=_COLOURS.get(label, 0x5865F2),
+        timestamp=message.created_at,
+    )
+    embed.add_field(name="Emotion", value=label, inline=True)
+    embed.add_field(name="Confidence", value=f"{prediction.confidence:.1%}", inline=True)
+    name = discord.utils.escape_markdown(str(author))
+    embed.add_field(name="Author", value=f"{author.mention} ({name}, id {author.id})", inline=False)
+    embed.add_field(name="Channel", value=getattr(channel, "mention", str(channel.id)), inline=True)
+    embed.add_field(name="Message", value=f"[Jump to the voice note]({message.jump_url})", inline=True)
+    embed.set_footer(
+        text=f"At most one alert per member per channel every {format_duration(cooldown_s)}. "
+        "Estimated from the voice alone; it can be wrong."
+    )
+    return embed
