@@ -552,6 +552,24 @@ async def test_dm_answers_and_denied_channels_follow_the_server_settings(
     await ephemeral_answer(fake, interaction, mark)
 
 
+async def test_leaving_a_server_deletes_its_stored_data(world: World, bot: SERBot, store: Store) -> None:
+    """Runs last for each bot: afterwards the bot no longer sees the guild."""
+    fake, guild_id = world.fake, int(world.fake.guild_id)
+    interaction, mark = await slash(fake, "settings", p.subcommand("retention", [p.option("days", 4, 7)]),
+                                    invoker=world.manager)  # fmt: skip
+    assert "7 days" in (await ephemeral_answer(fake, interaction, mark))["embeds"][0]["description"]
+    assert (await store.get_guild_settings(guild_id)).retention_days == 7
+    assert await rows(store, guild_id=guild_id)  # the earlier tests stored notes here
+
+    await fake.dispatch("GUILD_DELETE", {"id": fake.guild_id})  # the bot was removed from the server
+    for _ in range(100):
+        if not await rows(store, guild_id=guild_id):
+            break
+        await asyncio.sleep(0.1)
+    assert await rows(store, guild_id=guild_id) == []
+    assert (await store.get_guild_settings(guild_id)).retention_days == 30  # no settings row left: defaults
+
+
 # ------------------------------------------------ the database is unreachable
 async def test_with_an_unreachable_database_notes_are_answered_and_insights_say_so(
     tmp_path: Path, model_path: Path, angry_note: bytes
