@@ -119,11 +119,15 @@ def test_env_example_documents_every_setting_and_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
 ) -> None:
     example = (ROOT / ".env.example").read_text()
+    from bot.cogs.admin.settings import LifecycleSettings
+
     documented = {line.split("=", 1)[0].lower() for line in example.splitlines() if line and not line.startswith("#")}
-    assert documented == set(Settings.model_fields)
+    lifecycle = set(LifecycleSettings.model_fields) - {"ser_retrain_corrupt_labels"}  # test-only switch
+    assert documented == set(Settings.model_fields) | lifecycle
     (tmp_path / ".env").write_text(example.replace("DISCORD_TOKEN=\n", f"DISCORD_TOKEN={TOKEN}\n"))
     monkeypatch.chdir(tmp_path)
     assert Settings() == Settings(_env_file=None, discord_token=TOKEN)  # type: ignore[call-arg]
+    assert LifecycleSettings() == LifecycleSettings(_env_file=None)  # type: ignore[call-arg]
 
 
 def test_database_settings_default_to_sqlite_in_data_dir_and_hide_the_password(

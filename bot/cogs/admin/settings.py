@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["LifecycleSettings"]
@@ -66,6 +66,12 @@ class LifecycleSettings(BaseSettings):
     ser_retrain_jobs: int = Field(1, ge=1, le=64)
     ser_feedback_weight: float = Field(2.0, gt=0.0)
     ser_retrain_corrupt_labels: bool = False
+
+    @field_validator("ser_retrain_max_iter", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        """An empty ``SER_RETRAIN_MAX_ITER=`` (as in ``.env.example``) means the preset's own."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def corpus_dirs(self) -> list[str]:
