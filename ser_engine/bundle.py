@@ -165,8 +165,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never a part."""
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never a part.
+
+    A temporary file in the same folder is written, fsync-ed and renamed over
+    ``path`` (``os.replace``), then the folder is fsync-ed.
+
+    Raises
+    ------
+    OSError
+        The write failed (e.g. disk full); ``path`` is left as it was.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model is no secret
@@ -263,8 +272,8 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], *, compress: 
         "metadata": metadata,
     }
     target.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(target, data)
-    _atomic_write(sidecar_path(target), (json.dumps(sidecar, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+    atomic_write(target, data)
+    atomic_write(sidecar_path(target), (json.dumps(sidecar, indent=2, sort_keys=False) + "\n").encode("utf-8"))
     return target
 
 

@@ -28,13 +28,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
-from .bundle import ModelBundle, load_bundle, save_bundle, sidecar_path
+from .bundle import ModelBundle, atomic_write, load_bundle, save_bundle, sidecar_path
 from .errors import ModelError, ModelNotFoundError
 
 __all__ = ["DEFAULT_REGISTRY_DIR", "ModelRegistry", "ModelVersion", "headline_metrics"]
@@ -113,28 +112,7 @@ def _now() -> str:
 
 
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(data, indent=2) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        pass
+    atomic_write(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 class ModelRegistry:

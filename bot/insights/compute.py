@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from ser_engine.corpora import RAVDESS_EMOTIONS
+
 __all__ = [
     "EMOTION_ORDER",
     "NEGATIVE_EMOTIONS",
@@ -35,16 +37,7 @@ __all__ = [
 
 #: The eight RAVDESS emotions in the dataset's code order (01..08; Livingstone
 #: & Russo 2018, PLoS ONE 13(5): e0196391). Used to order labels and colours.
-EMOTION_ORDER: tuple[str, ...] = (
-    "neutral",
-    "calm",
-    "happy",
-    "sad",
-    "angry",
-    "fearful",
-    "disgust",
-    "surprised",
-)
+EMOTION_ORDER: tuple[str, ...] = RAVDESS_EMOTIONS
 #: Emotions whose share ranks channels in ``/insights`` (issue #4).
 NEGATIVE_EMOTIONS: tuple[str, ...] = ("angry", "fearful", "sad")
 
