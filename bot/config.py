@@ -60,6 +60,17 @@ class Settings(BaseSettings):
         the attachment's reported size before downloading (default 25 MiB).
     ser_max_duration_s : float
         ``SER_MAX_DURATION_S``, longest recording accepted, in seconds (default 300).
+    ser_user_max_notes : int
+        ``SER_USER_MAX_NOTES``, voice notes one user may have analysed per
+        cool-down window; more are refused politely (default 20).
+    ser_user_cooldown_s : float
+        ``SER_USER_COOLDOWN_S``, length of that sliding window in seconds (default 60).
+    ser_channel_reply_burst : int
+        ``SER_CHANNEL_REPLY_BURST``, replies sent at once in a quiet channel
+        before pacing starts (default 5).
+    ser_channel_replies_per_s : float
+        ``SER_CHANNEL_REPLIES_PER_S``, replies per second per channel once the
+        burst is used (default 1, i.e. Discord's usual 5 messages per 5 s).
     database_url : SecretStr or None
         ``DATABASE_URL``: where analyses, guild settings and opt-outs are
         stored, e.g. ``postgresql://user:password@host:5432/ser``
@@ -96,6 +107,10 @@ class Settings(BaseSettings):
     ser_download_timeout_s: float = Field(20.0, gt=0)
     ser_max_bytes: int = Field(25 * 2**20, gt=0)
     ser_max_duration_s: float = Field(300.0, gt=0)
+    ser_user_max_notes: int = Field(20, ge=1)
+    ser_user_cooldown_s: float = Field(60.0, gt=0)
+    ser_channel_reply_burst: int = Field(5, ge=1)
+    ser_channel_replies_per_s: float = Field(1.0, gt=0)
     database_url: SecretStr | None = None
     data_dir: Path = DEFAULT_DATA_DIR
     retention_sweep_minutes: float = Field(60.0, ge=1.0, le=1440.0)

@@ -31,6 +31,7 @@ from .media import (
     check_attachment,
     download,
 )
+from .limits import ReplyPacer, UserCooldown
 from .render import build_alert_embed, build_embed, build_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,6 +151,9 @@ class EmotionCog(commands.Cog, name="Emotion"):
         self.bot = bot
         self.context_menu = app_commands.ContextMenu(name=CONTEXT_MENU_NAME, callback=self.detect_emotion_menu)
         self._previous_tree_error: Any = None
+        s = bot.settings  # flood control (see .limits): per-user cool-down, per-channel reply pacing
+        self.cooldown = UserCooldown(s.ser_user_max_notes, s.ser_user_cooldown_s)
+        self.pacer = ReplyPacer(s.ser_channel_reply_burst, s.ser_channel_replies_per_s)
 
     async def cog_load(self) -> None:
         """Register the context menu and become the tree's global error handler."""
@@ -222,6 +226,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
                 can_embed = perms.embed_links
         try:
             self._check(attachment)
+            self.cooldown.admit(message.author.id)
             if by_dm:
                 prediction = await self._analyse(attachment)
             else:
@@ -247,6 +252,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
         self, message: discord.Message, *, by_dm: bool, text: str | None = None, embed: discord.Embed | None = None
     ) -> None:
         """Answer ``message``: a reply in its channel, or a DM to its author (``by_dm``, guild messages)."""
+        await self.pacer.wait(message.author.id if by_dm else message.channel.id)
         try:
             if by_dm and message.guild is not None:
                 channel = message.channel.mention  # type: ignore[union-attr]
@@ -341,6 +347,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
     async def _answer(self, interaction: discord.Interaction, attachment: discord.Attachment) -> None:
         """Check (answering refusals at once, ephemerally), defer, analyse, edit the original response."""
         self._check(attachment)
+        self.cooldown.admit(interaction.user.id)
         await interaction.response.defer(thinking=True)
         prediction = await self._analyse(attachment)
         await interaction.edit_original_response(embed=build_embed(prediction, source=attachment.filename))

@@ -1,0 +1,175 @@
+"""Flood control for voice notes: a per-user cool-down and per-channel pacing of replies.
+
+Two independent limits protect the bot and Discord's rate limits:
+
+* :class:`UserCooldown` -- each user may have at most ``max_notes`` voice
+  notes analysed per sliding window of ``window_s`` seconds
+  (``SER_USER_MAX_NOTES`` / ``SER_USER_COOLDOWN_S``). A note over the limit
+  is refused at once with :class:`CooldownError` (a short, polite answer)
+  and is neither downloaded nor analysed. Together with the service's
+  bounded queue (``SER_MAX_PENDING``, refused as "busy, try again") this
+  keeps the work -- and the memory -- of a burst bounded.
+* :class:`ReplyPacer` -- a token bucket per channel
+  (``SER_CHANNEL_REPLY_BURST`` replies at once, then
+  ``SER_CHANNEL_REPLIES_PER_S`` per second) that makes replies *wait*
+  rather than run into HTTP 429. Discord documents per-route limits only
+  through response headers (https://discord.com/developers/docs/topics/rate-limits),
+  which discord.py obeys; the defaults (5 at once, 1 per second) follow the
+  widely observed limit of 5 messages per 5 seconds per channel.
+
+Both structures hold at most ``max_keys`` users/channels (least recently seen
+ones are dropped first), so their memory is bounded whatever the traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from ..common import UserFacingError
+
+__all__ = ["CooldownError", "UserCooldown", "ReplyPacer"]
+
+
+class CooldownError(UserFacingError):
+    """A user sent more voice notes than the cool-down allows.
+
+    Parameters
+    ----------
+    retry_after_s : float
+        Seconds until the user's next note would be accepted (> 0).
+    """
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        wait = max(1, math.ceil(retry_after_s))
+        super().__init__(
+            f"You're sending voice messages faster than I can listen. Please try again in {wait} s."
+        )
+
+
+class UserCooldown:
+    """At most ``max_notes`` accepted notes per user in any window of ``window_s`` seconds.
+
+    Parameters
+    ----------
+    max_notes : int
+        Notes accepted per window (>= 1).
+    window_s : float
+        Length of the sliding window in seconds (> 0).
+    max_keys : int, optional
+        Users remembered at once (default 100 000); the least recently seen
+        user is forgotten first, which can only make the limit more lenient.
+    clock : callable, optional
+        Monotonic clock in seconds (default :func:`time.monotonic`).
+
+    Raises
+    ------
+    ValueError
+        For a non-positive ``max_notes``, ``window_s`` or ``max_keys``.
+    """
+
+    def __init__(
+        self,
+        max_notes: int,
+        window_s: float,
+        *,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_notes < 1 or window_s <= 0 or max_keys < 1:
+            raise ValueError("UserCooldown: max_notes, window_s and max_keys must be positive")
+        self.max_notes = max_notes
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self._clock = clock
+        self._seen: OrderedDict[int, deque[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Users currently remembered."""
+        return len(self._seen)
+
+    def admit(self, user_id: int) -> None:
+        """Count one note of ``user_id``, or refuse it.
+
+        A refused note is not counted, so a user who keeps sending is let in
+        again as soon as their oldest accepted note leaves the window.
+
+        Raises
+        ------
+        CooldownError
+            The user already had ``max_notes`` notes accepted in the window.
+        """
+        now = self._clock()
+        stamps = self._seen.pop(user_id, None)
+        if stamps is None:
+            stamps = deque()
+        while stamps and now - stamps[0] >= self.window_s:
+            stamps.popleft()
+        self._seen[user_id] = stamps  # most recently seen last
+        if len(stamps) >= self.max_notes:
+            raise CooldownError(self.window_s - (now - stamps[0]))
+        stamps.append(now)
+        while len(self._seen) > self.max_keys:
+            self._seen.popitem(last=False)
+
+
+class ReplyPacer:
+    """Token bucket per channel: replies wait for a token instead of meeting HTTP 429.
+
+    Parameters
+    ----------
+    burst : int
+        Replies a quiet channel may receive at once (bucket size, >= 1).
+    per_s : float
+        Tokens added per second per channel (> 0).
+    max_keys : int, optional
+        Channels remembered at once (default 10 000; least recently used
+        dropped first -- a dropped channel starts again with a full bucket).
+    clock : callable, optional
+        Monotonic clock in seconds (default :func:`time.monotonic`).
+
+    Raises
+    ------
+    ValueError
+        For a non-positive ``burst``, ``per_s`` or ``max_keys``.
+    """
+
+    def __init__(
+        self,
+        burst: int,
+        per_s: float,
+        *,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if burst < 1 or per_s <= 0 or max_keys < 1:
+            raise ValueError("ReplyPacer: burst, per_s and max_keys must be positive")
+        self.burst = burst
+        self.per_s = per_s
+        self.max_keys = max_keys
+        self._clock = clock
+        self._buckets: OrderedDict[int, tuple[float, float]] = OrderedDict()  # channel -> (tokens, at)
+
+    def reserve(self, channel_id: int) -> float:
+        """Take a token for ``channel_id`` now; return how many seconds the reply must wait for it (>= 0).
+
+        Tokens may go negative: waiting replies queue up in order of reservation.
+        """
+        now = self._clock()
+        tokens, at = self._buckets.pop(channel_id, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.per_s) - 1.0
+        self._buckets[channel_id] = (tokens, now)
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return 0.0 if tokens >= 0 else -tokens / self.per_s
+
+    async def wait(self, channel_id: int) -> float:
+        """Wait until a reply may be sent in ``channel_id``; return the seconds waited."""
+        delay = self.reserve(channel_id)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return delay
