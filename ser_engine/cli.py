@@ -123,6 +123,10 @@ def _recipe_options() -> argparse.ArgumentParser:
         help="choose hidden units (64,128) x alpha (1,3,10) per fold by inner speaker-independent CV",
     )  # fmt: skip
     recipe.add_argument(
+        "--augment", type=_condition_list, default=[], metavar="C1,C2,...",
+        help="also train on copies of the training clips degraded this way, e.g. opus24k,noise20",
+    )  # fmt: skip
+    recipe.add_argument(
         "--condition", type=_condition_list, default=[], metavar="C1,C2,...",
         help="also score held-out clips degraded this way, e.g. opus24k,noise20,noise10",
     )  # fmt: skip
@@ -213,7 +217,7 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
 
     from .corpora import LOADERS, load_ravdess
     from .features import FeatureConfig
-    from .training import encode_labels, featurize, label_order
+    from .training import encode_labels, featurize, featurize_condition, label_order
 
     if args.format == "ravdess":
         clips = load_ravdess(args.corpus, emotions=args.emotions, include_song=args.include_song)
@@ -235,6 +239,10 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
     groups = np.array([c.speaker for c in clips])
     overrides = {"max_iter": args.max_iter} if args.max_iter else None
     args.clips = clips
+    args.augmented = {
+        condition: featurize_condition(clips, condition, config=config, n_jobs=args.jobs, cache_dir=args.cache_dir)
+        for condition in args.augment
+    }
     return clips, labels, X, y, groups, config, overrides
 
 
@@ -258,7 +266,7 @@ def _run_evaluation(args: argparse.Namespace, labels: Any, X: Any, y: Any, group
         random_state=args.seed, folds=args.folds, feature_config=config.to_dict(), n_jobs=args.jobs,
         normalization=args.normalization, min_clips=args.min_clips, variants=variants,
         grid=NESTED_GRID if args.nested_grid else None, calibrate=not args.no_calibrate,
-        unsure_below=args.unsure_below,
+        unsure_below=args.unsure_below, augment=args.augmented or None,
     )  # fmt: skip
 
 
@@ -294,12 +302,13 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     overrides, temperature = choose_recipe(
         X, y, groups, preset=args.preset, scaler=not args.no_scaler, overrides=overrides, random_state=args.seed,
         normalization=args.normalization, min_clips=args.min_clips, grid=NESTED_GRID if args.nested_grid else None,
-        calibrate=not args.no_calibrate,
+        calibrate=not args.no_calibrate, augment=args.augmented or None,
     )  # fmt: skip
     bundle = train_model(
         clips, feature_config=config, preset=args.preset, scaler=not args.no_scaler, overrides=overrides,
         random_state=args.seed, labels=labels, X=X, metrics=metrics, normalization=args.normalization,
         min_clips=args.min_clips, temperature=temperature, unsure_below=args.unsure_below,
+        augment=args.augmented or None,
     )  # fmt: skip
     target = args.out or Path("models") / f"ravdess-{len(labels)}class.joblib"
     save_bundle(bundle, target)

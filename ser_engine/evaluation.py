@@ -156,6 +156,8 @@ class EvaluationReport:
     selected : list of dict
         Per speaker fold, the ``MLPClassifier`` overrides chosen by the inner
         speaker-independent CV (empty without a grid).
+    augment : list of str
+        Training-time augmentations (degraded copies of the training clips).
     """
 
     labels: list[str]
@@ -173,6 +175,7 @@ class EvaluationReport:
     variants: dict[str, ProtocolResult] = field(default_factory=dict)
     calibration: CalibrationResult | None = None
     selected: list[dict[str, Any]] = field(default_factory=list)
+    augment: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of lists, numbers and strings (``json.dumps``-able)."""
@@ -203,6 +206,7 @@ class EvaluationReport:
                 "n_folds": len(p.folds),
             }
         out["normalization"] = self.normalization
+        out["augment"] = list(self.augment)
         for name, p in self.variants.items():
             out[f"speaker_{name}"] = {"accuracy_mean": p.accuracy_mean, "macro_f1_mean": p.macro_f1_mean,
                                       "uar_mean": p.uar_mean, "accuracy": p.accuracy}  # fmt: skip
@@ -225,7 +229,8 @@ class EvaluationReport:
         lines = [
             f"{self.n_clips} clips, {self.n_speakers} speakers, {len(self.labels)} classes "
             f"(chance UAR {1 / len(self.labels):.3f}); preset {self.preset}, "
-            f"scaler {'yes' if self.scaler else 'no'}, normalisation {self.normalization}",
+            f"scaler {'yes' if self.scaler else 'no'}, normalisation {self.normalization}, "
+            f"augmentation {', '.join(self.augment) or 'none'}",
             "",
             f"{'protocol':<{col}} {'accuracy':>9} {'macro-F1':>9} {'UAR':>7}",
         ]
@@ -401,27 +406,48 @@ def fit_temperature(proba: np.ndarray, y_true: np.ndarray) -> float:
 
 
 def _normalise_split(
-    X: np.ndarray, groups: np.ndarray, train: np.ndarray, test: np.ndarray, normalization: str, min_clips: int
-) -> tuple[np.ndarray, np.ndarray, SpeakerNormalizer | None]:
-    """Training rows normalised per training speaker, test rows per test speaker (own unlabelled clips)."""
+    X: np.ndarray, groups: np.ndarray, train: np.ndarray, test: np.ndarray, normalization: str, min_clips: int,
+    augment: Mapping[str, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, SpeakerNormalizer | None]:  # fmt: skip
+    """Training rows normalised per training speaker, test rows per test speaker (own unlabelled clips).
+
+    Returns the training matrix (with the rows of every ``augment`` matrix
+    appended, each degraded copy normalised per speaker from that speaker's
+    degraded clips), the row indices into ``y`` of its rows, the test matrix
+    and the fitted normaliser (None without normalisation).
+    """
+    extra = list((augment or {}).values())
+    rows = np.concatenate([train] * (1 + len(extra)))
     if normalization == "none":
-        return X[train], X[test], None
+        return np.vstack([X[train]] + [A[train] for A in extra]), rows, X[test], None
     nz = SpeakerNormalizer(min_clips=min_clips).fit(X[train], groups[train])
-    return nz.transform_groups(X[train], groups[train]), nz.transform_groups(X[test], groups[test]), nz
+    parts = [nz.transform_groups(M[train], groups[train]) for M in [X, *extra]]
+    return np.vstack(parts), rows, nz.transform_groups(X[test], groups[test]), nz
 
 
 def _inner_oof(
     X: np.ndarray, y: np.ndarray, groups: np.ndarray, train: np.ndarray, recipe: tuple[Any, ...],
     normalization: str, min_clips: int, overrides: Mapping[str, Any] | None, inner_folds: int,
+    augment: Mapping[str, np.ndarray] | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """Out-of-fold probabilities over ``train`` from an inner GroupKFold by speaker."""
+    """Out-of-fold probabilities over ``train`` from an inner GroupKFold by speaker.
+
+    scikit-learn's MLP divides the L2 penalty by the number of training
+    samples, so an inner model, trained on fewer clips, would be more
+    strongly regularised (and less over-confident) than the model fitted on
+    all of ``train``.  ``alpha`` is therefore scaled by the inner training
+    size over ``train.size``: the same penalty per clip, so the inner
+    predictions' confidence matches the final model's.
+    """
     preset, scaler, random_state, n_labels = recipe
     proba = np.zeros((train.size, n_labels))
+    alpha = float(mlp_params(preset, overrides)["alpha"])
     for itr, ite in GroupKFold(n_splits=inner_folds).split(train, groups=groups[train]):
         a, b = train[itr], train[ite]
-        Xa, Xb, _ = _normalise_split(X, groups, a, b, normalization, min_clips)
-        pipe = build_pipeline(preset, scaler=scaler, random_state=random_state, overrides=overrides)
-        fit_pipeline(pipe, Xa, y[a])
+        Xa, rows, Xb, _ = _normalise_split(X, groups, a, b, normalization, min_clips, augment)
+        scaled = {**(overrides or {}), "alpha": alpha * a.size / train.size}
+        pipe = build_pipeline(preset, scaler=scaler, random_state=random_state, overrides=scaled)
+        fit_pipeline(pipe, Xa, y[rows])
         proba[np.ix_(ite, pipe.classes_)] = pipe.predict_proba(Xb)
     return proba
 
@@ -442,6 +468,7 @@ def _fit_predict(
     grid: Sequence[Mapping[str, Any]] | None = None,
     calibrate: bool = False,
     inner_folds: int = 3,
+    augment: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     n_labels = int(y.max()) + 1
     if groups is None:
@@ -453,7 +480,7 @@ def _fit_predict(
         for candidate in grid:
             merged = {**(overrides or {}), **candidate}
             p = _inner_oof(X, y, groups, train, (preset, scaler, random_state, n_labels), normalization, min_clips,
-                           merged, inner_folds)  # fmt: skip
+                           merged, inner_folds, augment)  # fmt: skip
             acc = float(np.mean(p.argmax(axis=1) == y[train]))
             if acc > best:
                 best, selected, inner_proba = acc, dict(candidate), p
@@ -462,11 +489,11 @@ def _fit_predict(
     if calibrate:
         if inner_proba is None:
             inner_proba = _inner_oof(X, y, groups, train, (preset, scaler, random_state, n_labels), normalization,
-                                     min_clips, overrides, inner_folds)  # fmt: skip
+                                     min_clips, overrides, inner_folds, augment)  # fmt: skip
         temperature = fit_temperature(inner_proba, y[train])
-    Xtr, Xte, nz = _normalise_split(X, groups, train, test, normalization, min_clips)
+    Xtr, rows, Xte, nz = _normalise_split(X, groups, train, test, normalization, min_clips, augment)
     pipe = build_pipeline(preset, scaler=scaler, random_state=random_state, overrides=overrides)
-    converged = fit_pipeline(pipe, Xtr, y[train])
+    converged = fit_pipeline(pipe, Xtr, y[rows])
     mlp = pipe.named_steps["mlp"]
 
     def proba_of(Z: np.ndarray) -> np.ndarray:
@@ -564,6 +591,7 @@ def evaluate(
     calibrate: bool = False,
     unsure_below: float = 0.5,
     inner_folds: int = 3,
+    augment: Mapping[str, np.ndarray] | None = None,
 ) -> EvaluationReport:
     """Score a training recipe under both protocols on precomputed features.
 
@@ -613,6 +641,11 @@ def evaluate(
         Confidence threshold for the coverage numbers of the calibration.
     inner_folds : int, default 3
         Folds of the inner speaker-independent CV (grid and calibration).
+    augment : mapping of str to np.ndarray, optional
+        Name -> feature matrix of the same clips under a degradation (shape
+        of ``X``): training-time augmentation; every model (speaker folds,
+        inner folds and the random split) also trains on the degraded copies
+        of its training clips, never on those of its test clips.
 
     Returns
     -------
@@ -635,7 +668,7 @@ def evaluate(
         raise ValueError("evaluate: y must hold indices into labels")
     if normalization not in ("none", "speaker"):
         raise ValueError(f"evaluate: normalization must be 'none' or 'speaker', got {normalization!r}")
-    for name, Xv in (variants or {}).items():
+    for name, Xv in {**(variants or {}), **(augment or {})}.items():
         if np.shape(Xv) != X.shape:
             raise ValueError(f"evaluate: variant {name!r} has shape {np.shape(Xv)}, expected {X.shape}")
     n_speakers = len(set(groups.tolist()))
@@ -649,7 +682,7 @@ def evaluate(
     speaker_splits = [(tr, te) for tr, te in GroupKFold(n_splits=folds).split(X, y, groups)]
 
     base = (preset, scaler, random_state, overrides)
-    common = {"groups": groups, "normalization": normalization, "min_clips": min_clips}
+    common = {"groups": groups, "normalization": normalization, "min_clips": min_clips, "augment": augment}
     jobs: list[tuple[Any, ...]] = [(X, y, *random_splits[0], *base, common, {})]
     speaker_kw = {"variants": variants, "grid": grid, "calibrate": calibrate, "inner_folds": inner_folds}
     jobs += [(X, y, tr, te, *base, common, speaker_kw) for tr, te in speaker_splits]
@@ -726,6 +759,7 @@ def evaluate(
         variants=variant_results,
         calibration=calibration,
         selected=[o["selected"] for o in spk if o["selected"] is not None],
+        augment=sorted(augment or {}),
     )
 
 

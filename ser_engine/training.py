@@ -399,6 +399,7 @@ def choose_recipe(
     grid: Sequence[Mapping[str, Any]] | None = None,
     calibrate: bool = True,
     inner_folds: int = 3,
+    augment: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any] | None, float]:
     """Hyper-parameters and temperature for a final model, by speaker-independent CV on its training data.
 
@@ -422,6 +423,8 @@ def choose_recipe(
     calibrate : bool, default True
         Fit a temperature (else 1.0).
     inner_folds : int, default 3
+    augment : mapping of str to np.ndarray, optional
+        Degraded copies' features (shape of ``X``) added to every inner training set.
 
     Returns
     -------
@@ -442,7 +445,7 @@ def choose_recipe(
         chosen: Mapping[str, Any] = {}
         for candidate in grid:
             p = _inner_oof(X, y, groups, everything, recipe, normalization, min_clips,
-                           {**(overrides or {}), **candidate}, inner_folds)  # fmt: skip
+                           {**(overrides or {}), **candidate}, inner_folds, augment)  # fmt: skip
             acc = float(np.mean(p.argmax(axis=1) == y))
             if acc > best:
                 best, chosen, proba = acc, candidate, p
@@ -450,7 +453,7 @@ def choose_recipe(
     if not calibrate:
         return (dict(overrides) if overrides else None), 1.0
     if proba is None:
-        proba = _inner_oof(X, y, groups, everything, recipe, normalization, min_clips, overrides, inner_folds)
+        proba = _inner_oof(X, y, groups, everything, recipe, normalization, min_clips, overrides, inner_folds, augment)
     return (dict(overrides) if overrides else None), fit_temperature(proba, y)
 
 
@@ -473,6 +476,7 @@ def train_model(
     min_clips: int = 5,
     temperature: float = 1.0,
     unsure_below: float | None = None,
+    augment: Mapping[str, np.ndarray] | None = None,
 ) -> ModelBundle:
     """Fit a pipeline on all ``clips`` and wrap it with its provenance.
 
@@ -514,6 +518,10 @@ def train_model(
     unsure_below : float, optional
         Default confidence threshold of :attr:`Prediction.unsure`, stored
         as ``metadata["unsure_below"]``.
+    augment : mapping of str to np.ndarray, optional
+        Condition name -> features of the same clips degraded that way
+        (:func:`featurize_condition`), added as extra training rows (each
+        normalised per speaker from that speaker's degraded clips).
 
     Returns
     -------
@@ -549,11 +557,17 @@ def train_model(
 
     if normalization not in ("none", "speaker"):
         raise ValueError(f"train_model: normalization must be 'none' or 'speaker', got {normalization!r}")
+    extra = list((augment or {}).values())
+    if any(np.shape(A) != X.shape for A in extra):
+        raise ValueError(f"train_model: every augment matrix must have the shape of X, {X.shape}")
     normalizer = None
+    speakers = np.array([c.speaker for c in clips])
     if normalization == "speaker":
-        speakers = np.array([c.speaker for c in clips])
         normalizer = SpeakerNormalizer(min_clips=min_clips).fit(X, speakers)
-        X = normalizer.transform_groups(X, speakers)
+        X = np.vstack([normalizer.transform_groups(M, speakers) for M in [X, *extra]])
+    elif extra:
+        X = np.vstack([X, *extra])
+    y = np.concatenate([y] * (1 + len(extra)))
     params = mlp_params(preset, overrides)
     pipeline = build_pipeline(preset, scaler=scaler, random_state=random_state, overrides=overrides)
     converged = fit_pipeline(pipeline, X, y)
@@ -580,6 +594,8 @@ def train_model(
         "converged": converged,
         "final_loss": float(mlp.loss_),
         "normalization": normalization,
+        "min_clips": min_clips,
+        "augment": sorted(augment or {}),
         "temperature": float(temperature),
     }
     if unsure_below is not None:

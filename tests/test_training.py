@@ -210,3 +210,60 @@ def test_real_training_fits_its_data(half_corpus) -> None:
     assert bundle.metadata["class_counts"] == {e: (48 if e == "neutral" else 96) for e in labels}
     assert bundle.metadata["converged"] is True
     assert np.mean(bundle.pipeline.predict(X) == y) > 0.9
+
+
+def test_real_speaker_normalisation_calibration_and_fallback(half_corpus) -> None:
+    clips, X, y, groups, labels = half_corpus
+    X, y, groups = X[::2], y[::2], groups[::2]  # 30 clips per actor keep it quick
+    small = {"hidden_layer_sizes": (32,), "max_iter": 150}
+    raw = evaluate(X, y, groups, labels=labels, folds=3, overrides=small)
+    spk = evaluate(X, y, groups, labels=labels, folds=3, overrides=small, normalization="speaker", calibrate=True)
+    assert raw.normalization == "none" and not raw.variants and raw.calibration is None
+    # Standardising each held-out voice by its own unlabelled clips helps on voices never heard.
+    assert spk.speaker.accuracy_mean > raw.speaker.accuracy_mean + 0.02
+    # A new speaker (fallback statistics only) is harder than one whose clips are known.
+    assert spk.variants["fallback"].accuracy_mean < spk.speaker.accuracy_mean
+    cal = spk.calibration
+    assert cal is not None and len(cal.temperatures) == 3 and all(0.05 <= t <= 20 for t in cal.temperatures)
+    assert cal.ece_after < cal.ece_before + 0.01
+    assert 0.0 < cal.coverage < 1.0 and cal.confident_accuracy > cal.accuracy
+    assert cal.accuracy == pytest.approx(spk.speaker.accuracy)  # temperature never changes the label
+    table = spk.table()
+    assert "fallback stats only" in table and "ECE (15 bins" in table
+    json.dumps(spk.to_dict())
+    json.dumps(spk.summary())
+
+
+def test_nested_grid_chooses_inside_training_folds(half_corpus) -> None:
+    clips, X, y, groups, labels = half_corpus
+    grid = [{"alpha": 1000.0, "max_iter": 30}, {"alpha": 1.0, "max_iter": 100}]
+    report = evaluate(X[::2], y[::2], groups[::2], labels=labels, folds=3, normalization="speaker", grid=grid)
+    # A huge L2 penalty cannot fit; the inner CV must see that in every fold.
+    assert report.selected == [grid[1]] * 3
+
+
+def test_featurize_condition_degrades_and_caches(tmp_path: Path) -> None:
+    clips = load_ravdess(FIXTURES)
+    config = FeatureConfig.tutorial()
+    clean = training.featurize_condition(clips, "clean", config=config)
+    np.testing.assert_allclose(clean, featurize(clips, config=config), rtol=1e-5, atol=1e-5)
+    noisy = training.featurize_condition(clips, "noise10", config=config, cache_dir=tmp_path)
+    assert noisy.shape == clean.shape and not np.allclose(noisy, clean, rtol=1e-2)
+    assert len(list(tmp_path.glob("features-*.npy"))) == 1
+    np.testing.assert_array_equal(training.featurize_condition(clips, "noise10", config=config, cache_dir=tmp_path), noisy)
+    with pytest.raises(ValueError, match="unknown condition"):
+        training.featurize_condition(clips, "vinyl", config=config)
+
+
+def test_train_model_with_augmentation_and_speaker_normalisation() -> None:
+    clips = load_ravdess(FIXTURES)
+    config = FeatureConfig.tutorial()
+    X = featurize(clips, config=config)
+    noisy = training.featurize_condition(clips, "noise20", config=config)
+    bundle = train_model(clips, feature_config=config, preset="tutorial", overrides={"max_iter": 30}, X=X,
+                         normalization="speaker", augment={"noise20": noisy})  # fmt: skip
+    assert bundle.metadata["augment"] == ["noise20"] and bundle.metadata["n_clips"] == 4
+    assert bundle.pipeline.named_steps["scaler"].n_samples_seen_ == 8  # clean and noisy copies
+    assert bundle.normalizer.n_features == 180
+    with pytest.raises(ValueError, match="augment"):
+        train_model(clips, feature_config=config, X=X, augment={"noise20": noisy[:2]})
