@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 #: Cog packages loaded at start-up (Red-DiscordBot style: each has ``async def setup(bot)``).
 EXTENSIONS: tuple[str, ...] = (
     "bot.cogs.emotion", "bot.cogs.insights", "bot.cogs.settings", "bot.cogs.privacy", "bot.cogs.admin",
+    "bot.cogs.feedback",
 )
 
 

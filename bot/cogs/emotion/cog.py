@@ -168,8 +168,15 @@ class EmotionCog(commands.Cog, name="Emotion"):
             self.bot.tree.on_error = self._previous_tree_error
 
     # ------------------------------------------------------------ analysis
-    async def _analyse(self, attachment: discord.Attachment) -> Prediction:
-        """Download ``attachment`` and run it through the service (checks must have passed)."""
+    async def _analyse(
+        self, attachment: discord.Attachment, *, speaker_id: int | None = None, learn: bool = False, ref: Any = None
+    ) -> Prediction:
+        """Download ``attachment`` and run it through the service (checks must have passed).
+
+        With the feedback cog loaded, the speaker's running statistics
+        normalise the features (``learn``: the clip is added to them) and the
+        clip's features are remembered under ``ref`` for the feedback buttons.
+        """
         service = self.bot.service
         if service is None:
             from ser_engine.errors import ServiceClosedError
@@ -177,7 +184,19 @@ class EmotionCog(commands.Cog, name="Emotion"):
             raise ServiceClosedError()
         s = self.bot.settings
         data = await download(attachment, max_bytes=s.ser_max_bytes, timeout_s=s.ser_download_timeout_s)
+        feedback: Any = self.bot.get_cog("Feedback")
+        if feedback is not None:
+            return await feedback.analyse(data, speaker_id=speaker_id, learn=learn, ref=ref)
         return await service.analyse(data)
+
+    def _feedback_hooks(self, speaker_id: int, kind: str, channel_id: int, key: int) -> tuple[Any, Any]:
+        """``(feedback cog, its reference for this clip)``, or ``(None, None)`` without the feedback cog."""
+        feedback: Any = self.bot.get_cog("Feedback")
+        if feedback is None:
+            return None, None
+        from ..feedback import FeedbackRef
+
+        return feedback, FeedbackRef(speaker_id, kind, channel_id, key)  # type: ignore[arg-type]
 
     def _check(self, attachment: discord.Attachment) -> None:
         s = self.bot.settings
@@ -224,22 +243,26 @@ class EmotionCog(commands.Cog, name="Emotion"):
                     log.debug("no permission to answer in channel %s", message.channel.id)
                     return VoiceNoteOutcome(message.id, "skipped", "no_permission")
                 can_embed = perms.embed_links
+        feedback, ref = self._feedback_hooks(message.author.id, "n", message.channel.id, message.id)
+        # Guild notes (stored as analyses) also feed the speaker's running statistics; DMs are never stored.
+        how = {"speaker_id": message.author.id, "learn": message.guild is not None, "ref": ref}
         try:
             self._check(attachment)
             self.cooldown.admit(message.author.id)
             if by_dm:
-                prediction = await self._analyse(attachment)
+                prediction = await self._analyse(attachment, **how)
             else:
                 async with message.channel.typing():
-                    prediction = await self._analyse(attachment)
+                    prediction = await self._analyse(attachment, **how)
         except Exception as exc:  # every failure becomes a short answer
             text = user_message_for(exc, where=f"voice message {message.id}")
             await self._send(message, by_dm=by_dm, text=text)
             return VoiceNoteOutcome(message.id, "refused")
+        view = feedback.view_for(ref, prediction) if feedback is not None else None
         if can_embed:
-            await self._send(message, by_dm=by_dm, embed=build_embed(prediction))
+            await self._send(message, by_dm=by_dm, embed=build_embed(prediction), view=view)
         else:
-            await self._send(message, by_dm=by_dm, text=build_text(prediction))
+            await self._send(message, by_dm=by_dm, text=build_text(prediction), view=view)
         stored_id: int | None = None
         alerted = False
         if settings is not None:  # notes sent to the bot by direct message are answered, never stored
@@ -249,20 +272,27 @@ class EmotionCog(commands.Cog, name="Emotion"):
         return VoiceNoteOutcome(message.id, "answered", None, prediction, stored_id, alerted)
 
     async def _send(
-        self, message: discord.Message, *, by_dm: bool, text: str | None = None, embed: discord.Embed | None = None
+        self,
+        message: discord.Message,
+        *,
+        by_dm: bool,
+        text: str | None = None,
+        embed: discord.Embed | None = None,
+        view: discord.ui.View | None = None,
     ) -> None:
         """Answer ``message``: a reply in its channel, or a DM to its author (``by_dm``, guild messages)."""
+        extra: dict[str, Any] = {} if view is None else {"view": view}
         await self.pacer.wait(message.author.id if by_dm else message.channel.id)
         try:
             if by_dm and message.guild is not None:
                 channel = message.channel.mention  # type: ignore[union-attr]
                 where = f"Your voice message in {channel}: {message.jump_url}"
                 content = f"{where}\n{text}" if text else where
-                await message.author.send(content, embed=embed)  # type: ignore[arg-type]
+                await message.author.send(content, embed=embed, **extra)  # type: ignore[arg-type]
             elif embed is not None:
-                await message.reply(text, embed=embed, mention_author=False)
+                await message.reply(text, embed=embed, mention_author=False, **extra)
             else:
-                await message.reply(text, mention_author=False)
+                await message.reply(text, mention_author=False, **extra)
         except discord.HTTPException:
             # E.g. the member does not accept DMs from server members: the server chose private
             # answers, so nothing is posted in the channel instead.
@@ -333,7 +363,10 @@ class EmotionCog(commands.Cog, name="Emotion"):
     @app_commands.describe(audio="A voice message or audio file (ogg, mp3, wav, flac, m4a ...)")
     async def emotion(self, interaction: discord.Interaction, audio: discord.Attachment) -> None:
         """``/emotion audio:<file>``: answer with the emotion in the attached recording."""
-        await self._answer(interaction, audio)
+        # The uploader is "the speaker" for feedback; the file may hold anyone's voice, so no speaker statistics.
+        channel_id = interaction.channel_id or 0
+        hooks = self._feedback_hooks(interaction.user.id, "i", channel_id, interaction.id)
+        await self._answer(interaction, audio, hooks=hooks)
 
     async def detect_emotion_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Message context menu "Detect emotion": analyse the message's first audio attachment."""
@@ -342,15 +375,28 @@ class EmotionCog(commands.Cog, name="Emotion"):
             raise NoAudioInMessageError()
         if message.author.id != interaction.user.id and await opted_out(self.bot, message.author.id):
             raise OptedOutAuthorError()
-        await self._answer(interaction, attachments[0])
+        # The author's statistics are used, not updated (their voice note was already counted when posted).
+        hooks = self._feedback_hooks(message.author.id, "n", message.channel.id, message.id)
+        await self._answer(interaction, attachments[0], hooks=hooks, speaker_id=message.author.id)
 
-    async def _answer(self, interaction: discord.Interaction, attachment: discord.Attachment) -> None:
+    async def _answer(
+        self,
+        interaction: discord.Interaction,
+        attachment: discord.Attachment,
+        *,
+        hooks: tuple[Any, Any] = (None, None),
+        speaker_id: int | None = None,
+    ) -> None:
         """Check (answering refusals at once, ephemerally), defer, analyse, edit the original response."""
         self._check(attachment)
         self.cooldown.admit(interaction.user.id)
         await interaction.response.defer(thinking=True)
-        prediction = await self._analyse(attachment)
-        await interaction.edit_original_response(embed=build_embed(prediction, source=attachment.filename))
+        feedback, ref = hooks
+        prediction = await self._analyse(attachment, speaker_id=speaker_id, ref=ref)
+        view = feedback.view_for(ref, prediction) if feedback is not None else None
+        await interaction.edit_original_response(
+            embed=build_embed(prediction, source=attachment.filename), **({} if view is None else {"view": view})
+        )
 
     async def on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
