@@ -19,6 +19,7 @@ Thread settings (fair and stated in the output):
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import json
@@ -419,8 +420,25 @@ def case_cold_start(
 
 
 # -------------------------------------------------------------- (e) retrain
+def _train_options() -> set[str]:
+    """Option strings that ``ser train`` accepts (its recipe options grow over time)."""
+    from ser_engine.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:  # argparse keeps sub-parsers here
+        if isinstance(action, argparse._SubParsersAction) and "train" in action.choices:
+            return {opt for a in action.choices["train"]._actions for opt in a.option_strings}
+    return set()
+
+
 def _shipped_recipe(engine: Any) -> list[str] | None:
-    """CLI options reproducing the model's recipe, or None if it is not a CLI preset."""
+    """``ser train`` options reproducing the model's recipe, or None if its features are not a CLI preset.
+
+    Preset, features, scaler and seed come from the bundle; speaker
+    normalisation, calibration and augmentation too where the CLI has those
+    options (a bundle without a normaliser or temperature was trained without
+    them).
+    """
     from ser_engine.features import FeatureConfig
 
     bundle = engine.bundle
@@ -431,9 +449,20 @@ def _shipped_recipe(engine: Any) -> list[str] | None:
         features = "tutorial"
     else:
         return None
-    args = ["--preset", str(meta.get("preset", "default")), "--features", features, "--seed", str(meta.get("random_state", 0) or 0)]
+    options = _train_options()
+    args = ["--preset", str(meta.get("preset", "default")), "--features", features,
+            "--seed", str(meta.get("random_state", 0) or 0)]  # fmt: skip
     if meta.get("scaler") is False:
         args.append("--no-scaler")
+    if "--normalization" in options:
+        normalization = meta.get("normalization") or ("none" if getattr(bundle, "normalizer", None) is None else "speaker")
+        args += ["--normalization", str(normalization)]
+        if meta.get("min_clips") and "--min-clips" in options:
+            args += ["--min-clips", str(meta["min_clips"])]
+    if "--no-calibrate" in options and float(getattr(bundle, "temperature", 1.0)) == 1.0:
+        args.append("--no-calibrate")
+    if "--augment" in options and meta.get("augment"):
+        args += ["--augment", ",".join(meta["augment"])]
     return args
 
 
