@@ -1,0 +1,361 @@
+"""Load: a burst of 500 voice notes from 50 users in 10 channels over the fake Discord on loopback.
+
+The real SERBot (configured model, SQLite store, flood control) answers or
+politely refuses every note exactly once, each answer goes to its own
+message and carries the engine's result for that note's bytes, some replies
+meet an HTTP 429 (which discord.py waits out), and the process's memory and
+the event loop's lag are measured. The figures are printed (``pytest -s``)
+and asserted against generous bounds.
+
+The per-user cool-down and the per-channel reply pacer are also tested alone
+with a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import statistics
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import soundfile as sf
+from aiohttp import web
+
+from bot.client import SERBot
+from bot.cogs.emotion.limits import CooldownError, ReplyPacer, UserCooldown
+from bot.config import DEFAULT_MODEL_PATH, Settings
+from bot.discord_api import restore_defaults
+from tests.fake_discord import FakeDiscord
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+VOICE_MESSAGE = 8192
+
+N_USERS, N_CHANNELS, NOTES_PER_USER = 50, 10, 10
+USER_MAX_NOTES = 3  # SER_USER_MAX_NOTES in the load test: 3 of each user's 10 notes are admitted
+RATE_LIMITED_POSTS = 25  # replies that first meet an HTTP 429
+RSS_BOUND_MB = 300.0
+LAG_P99_BOUND_S = 0.250
+#: Three real RAVDESS clips (angry, sad, and a third), trimmed to their 1.2 s of speech.
+CLIPS = ("03-01-05-02-01-01-01.flac", "03-01-04-02-01-01-03.flac")
+
+
+# ------------------------------------------------------------------ helpers
+def model_file() -> Path:
+    """The configured model (``SER_MODEL_PATH`` or the shipped one); skip (fail in CI) without it."""
+    path = Path(os.environ.get("SER_MODEL_PATH") or DEFAULT_MODEL_PATH)
+    path = path if path.is_absolute() else ROOT / path
+    if not path.is_file():
+        message = f"model bundle {path} not found (train it or set SER_MODEL_PATH)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def proc_status_mb(field: str) -> float:
+    """A ``VmRSS``/``VmHWM`` line of ``/proc/self/status``, in MB (kB / 1024)."""
+    text = Path("/proc/self/status").read_text()
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, flags=re.M)
+    assert match, f"{field} missing from /proc/self/status"
+    return int(match.group(1)) / 1024
+
+
+class LoopLag:
+    """Ticker task: sleeps ``interval_s`` again and again and records how late it wakes up (s)."""
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        self.interval_s = interval_s
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(self.interval_s)
+            self.lags.append(max(0.0, loop.time() - start - self.interval_s))
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    def quantile(self, q: float) -> float:
+        return float(np.quantile(np.asarray(self.lags), q))
+
+
+def rate_limit_next(fake: FakeDiscord, path_regex: str, count: int, retry_after_s: float = 0.05) -> None:
+    """Answer the next ``count`` matching POSTs with Discord's 429 (body ``retry_after``, a ``Via`` header)."""
+    for _ in range(count):
+        body = {"message": "You are being rate limited.", "retry_after": retry_after_s, "global": False}
+        response = web.Response(
+            status=429,
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Via": "1.1 google", "Retry-After": "1"},
+        )
+        fake._failures.append(("POST", re.compile(path_regex), response))
+
+
+def trimmed_clip(src: Path, dst: Path, seconds: float = 1.2) -> Path:
+    """Write the loudest ``seconds`` of ``src`` (16 kHz FLAC) to ``dst``: short notes keep the burst fast."""
+    y, sr = sf.read(src, dtype="float32")
+    n = int(seconds * sr)
+    hop = sr // 10
+    energy = [float(np.sum(y[i : i + n] ** 2)) for i in range(0, max(1, len(y) - n), hop)]
+    start = int(np.argmax(energy)) * hop
+    sf.write(dst, y[start : start + n], sr, format="FLAC")
+    return dst
+
+
+def bot_messages_by_reference(fake: FakeDiscord) -> dict[str, list[dict[str, Any]]]:
+    """The bot's messages grouped by the message they reply to."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for msg in list(fake.messages.values()):
+        ref = msg.get("message_reference")
+        if msg["author"]["id"] == fake.bot_user["id"] and ref:
+            out.setdefault(str(ref["message_id"]), []).append(msg)
+    return out
+
+
+def embed_label(embed: dict[str, Any]) -> tuple[str, float]:
+    """(label, confidence in [0, 1]) as a user reads them from the answer embed."""
+    label = re.search(r"\*\*(\w+)\*\*", embed["description"])
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    confidence = re.fullmatch(r"(\d+(?:\.\d+)?)%", fields["Confidence"])
+    assert label and confidence, embed
+    return label.group(1), float(confidence.group(1)) / 100
+
+
+@contextlib.asynccontextmanager
+async def running_bot(fake: FakeDiscord, data_dir: Path, registry_dir: Path, **overrides: Any) -> AsyncIterator[SERBot]:
+    """The real SERBot on ``fake`` (SQLite in ``data_dir``), without the feedback cog.
+
+    The feedback cog normalises each speaker's features by their running
+    statistics, so its answers depend on a speaker's history; without it an
+    answer depends only on the note's bytes and can be checked against the
+    engine's :class:`~ser_engine.predict.Predictor`.
+    """
+    settings = Settings(
+        _env_file=None,
+        discord_token=fake.token,
+        discord_api_base_url=fake.base_url,
+        data_dir=data_dir,
+        ser_model_path=model_file(),
+        **overrides,
+    )
+    client = SERBot(settings, guild_ready_timeout=0.2)
+    try:
+        from bot.cogs.admin.settings import LifecycleSettings
+
+        client.lifecycle_settings = LifecycleSettings(_env_file=None, ser_registry_dir=registry_dir)  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover
+        pass
+    runner = asyncio.create_task(client.start(settings.discord_token.get_secret_value()))
+    ready = asyncio.create_task(client.wait_until_ready())
+    try:
+        done, _ = await asyncio.wait({runner, ready}, timeout=90, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            runner.result()
+        assert ready in done, "the bot did not become ready within 90 s"
+        if "bot.cogs.feedback" in client.extensions:
+            await client.unload_extension("bot.cogs.feedback")
+        yield client
+    finally:
+        ready.cancel()
+        await client.close()
+        await asyncio.wait_for(runner, 30)
+        restore_defaults()
+
+
+class Outcomes:
+    """Collects ``on_voice_note_processed`` outcomes; :meth:`wait` until ``n`` arrived."""
+
+    def __init__(self, bot: SERBot) -> None:
+        self.bot = bot
+        self.items: list[Any] = []
+        self._changed = asyncio.Event()
+
+    async def on_voice_note_processed(self, outcome: Any) -> None:
+        self.items.append(outcome)
+        self._changed.set()
+
+    def __enter__(self) -> Outcomes:
+        self.bot.add_listener(self.on_voice_note_processed)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bot.remove_listener(self.on_voice_note_processed)
+
+    async def wait(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.items) < n:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"only {len(self.items)} of {n} voice notes were processed in {timeout} s"
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+
+# ----------------------------------------------------------- flood control
+def test_cooldown_admits_max_notes_per_sliding_window_and_forgets_old_users() -> None:
+    now = [0.0]
+    cooldown = UserCooldown(3, 10.0, max_keys=2, clock=lambda: now[0])
+    for t in (0.0, 1.0, 2.0):
+        now[0] = t
+        cooldown.admit(1)
+    now[0] = 4.0
+    with pytest.raises(CooldownError) as refused:
+        cooldown.admit(1)
+    assert refused.value.retry_after_s == pytest.approx(6.0)  # the note at t=0 leaves the window at t=10
+    assert "try again in 6 s" in refused.value.user_message
+    now[0] = 10.0  # refusals were not counted: one slot is free again
+    cooldown.admit(1)
+    with pytest.raises(CooldownError):
+        cooldown.admit(1)
+    cooldown.admit(2)
+    cooldown.admit(3)  # max_keys=2: user 1 (least recently seen) is forgotten
+    assert len(cooldown) == 2
+    cooldown.admit(1)
+
+
+def test_reply_pacer_lets_a_burst_through_then_spaces_replies() -> None:
+    now = [0.0]
+    pacer = ReplyPacer(5, 2.0, clock=lambda: now[0])
+    waits = [pacer.reserve(7) for _ in range(8)]
+    assert waits[:5] == [0.0] * 5
+    assert waits[5:] == pytest.approx([0.5, 1.0, 1.5])  # queued behind each other at 2 per second
+    assert pacer.reserve(8) == 0.0  # other channels have their own bucket
+    now[0] = 10.0  # the bucket refills, but never beyond the burst
+    assert [pacer.reserve(7) for _ in range(6)] == pytest.approx([0.0] * 5 + [0.5])
+
+
+# ------------------------------------------------------------------- burst
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory, voice_note_factory: Any) -> list[bytes]:
+    """Three distinct voice notes (Ogg/Opus) of about 1.2 s of real speech."""
+    folder = tmp_path_factory.mktemp("load-clips")
+    names = sorted(p.name for p in DATA.glob("*.flac"))
+    picked = [*CLIPS, *[n for n in names if n not in CLIPS]][:3]
+    return [voice_note_factory(trimmed_clip(DATA / name, folder / name)).read_bytes() for name in picked]
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_burst_of_500_voice_notes_from_50_users_in_10_channels(
+    clips: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ser_engine.errors import ServiceBusyError
+    from ser_engine.predict import Predictor
+
+    predictor = Predictor.load(model_file())
+    expected = [await asyncio.to_thread(predictor.predict, clip) for clip in clips]
+    busy_text = ServiceBusyError().user_message
+    logging.getLogger("discord").setLevel(logging.WARNING)
+
+    async with FakeDiscord(token="MTA5.load." + secrets.token_urlsafe(24)) as fake:
+        channels = [fake.channel] + [await fake.add_text_channel(f"room-{i}") for i in range(1, N_CHANNELS)]
+        members = [fake.human_member] + [fake.add_member(f"user{i:02d}") for i in range(1, N_USERS)]
+        async with running_bot(
+            fake,
+            tmp_path / "data",
+            tmp_path / "registry",
+            ser_workers=2,
+            ser_max_pending=48,
+            ser_request_timeout_s=60,
+            ser_user_max_notes=USER_MAX_NOTES,
+            ser_user_cooldown_s=300,
+            ser_channel_reply_burst=5,
+            ser_channel_replies_per_s=25,
+        ) as bot:
+            rate_limit_next(fake, r"^/channels/\d+/messages$", RATE_LIMITED_POSTS)
+            attachments = [
+                fake.add_attachment(clips[i % 3], "voice-message.ogg", "audio/ogg", voice_message=True, duration_s=1.2)
+                for i in range(N_USERS * NOTES_PER_USER)
+            ]
+            mark = fake.mark()
+            rss_before = proc_status_mb("VmRSS")
+            sent: list[tuple[dict[str, Any], int]] = []  # (message, clip index)
+            with Outcomes(bot) as outcomes, LoopLag() as lag:
+                t0 = time.perf_counter()
+                for i, attachment in enumerate(attachments):
+                    user = i % N_USERS
+                    channel = channels[(user + i // N_USERS) % N_CHANNELS]  # every user posts in several channels
+                    msg = await fake.send_message(
+                        attachments=[attachment], flags=VOICE_MESSAGE, channel=channel, member=members[user]
+                    )
+                    sent.append((msg, i % 3))
+                t_sent = time.perf_counter() - t0
+                await outcomes.wait(len(sent), timeout=120)
+                wall = time.perf_counter() - t0
+            rss_after = proc_status_mb("VmRSS")
+            hwm = proc_status_mb("VmHWM")
+
+            replies = bot_messages_by_reference(fake)
+            posts = fake.find_requests("POST", r"^/channels/\d+/messages$", since=mark)
+            leftover_429 = [f for f in fake._failures if f[2].status == 429]
+
+    # Every note answered or refused exactly once, in reply to itself.
+    assert len(outcomes.items) == len(sent)
+    assert Counter(o.message_id for o in outcomes.items) == Counter(int(m["id"]) for m, _ in sent)
+    answered = refused_cooldown = refused_busy = 0
+    for msg, clip in sent:
+        (reply,) = replies.get(msg["id"], [None])  # exactly one reply per note
+        assert reply is not None, f"note {msg['id']} got no reply"
+        assert reply["channel_id"] == msg["channel_id"]
+        if reply.get("embeds"):
+            label, confidence = embed_label(reply["embeds"][0])
+            assert (label, confidence) == (expected[clip].label, pytest.approx(expected[clip].confidence, abs=6e-4))
+            answered += 1
+        elif reply["content"] == busy_text:
+            refused_busy += 1
+        else:
+            assert re.fullmatch(r"You're sending voice messages faster .* try again in \d+ s\.", reply["content"])
+            refused_cooldown += 1
+    by_status = Counter(o.status for o in outcomes.items)
+    assert by_status == {"answered": answered, "refused": refused_cooldown + refused_busy}
+    # The cool-down admits exactly USER_MAX_NOTES notes per user; the bounded queue refuses some of those.
+    assert refused_cooldown == N_USERS * (NOTES_PER_USER - USER_MAX_NOTES)
+    assert answered + refused_busy == N_USERS * USER_MAX_NOTES
+    assert answered >= 48  # at least the queue's worth
+    # discord.py waited out every injected 429 and sent those replies again: each arrived once (above).
+    assert not leftover_429
+    assert len(posts) == len(sent) + RATE_LIMITED_POSTS
+
+    lag_p50, lag_p99, lag_max = lag.quantile(0.5), lag.quantile(0.99), max(lag.lags)
+    figures = {
+        "notes": len(sent),
+        "wall_s": round(wall, 2),
+        "dispatch_s": round(t_sent, 2),
+        "notes_per_s": round(len(sent) / wall, 1),
+        "answered": answered,
+        "refused_cooldown": refused_cooldown,
+        "refused_busy": refused_busy,
+        "http_429_retried": RATE_LIMITED_POSTS,
+        "rss_before_mb": round(rss_before, 1),
+        "rss_after_mb": round(rss_after, 1),
+        "rss_peak_mb": round(hwm, 1),
+        "loop_lag_p50_ms": round(lag_p50 * 1000, 1),
+        "loop_lag_p99_ms": round(lag_p99 * 1000, 1),
+        "loop_lag_max_ms": round(lag_max * 1000, 1),
+    }
+    with capsys.disabled():
+        print("\nload figures:", json.dumps(figures))
+    assert rss_after - rss_before < RSS_BOUND_MB, figures
+    assert lag_p99 < LAG_P99_BOUND_S, figures
