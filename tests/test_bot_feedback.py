@@ -373,3 +373,40 @@ async def test_speaker_statistics_count_every_note_and_are_deleted_with_the_user
     assert "Deleted" in done["data"]["content"]
     assert await store.get_speaker_stats(uid(cal), key) is None
     assert (await store.user_summary(uid(cal))).speaker_stats == 0
+
+
+async def test_a_speaker_normalising_model_uses_the_speakers_own_statistics_once_there_are_enough(
+    world: FakeDiscord, bot: SERBot, store: Store, notes: list[bytes], predictor: Any, key: str,
+    fixture_clips: Any,
+) -> None:  # fmt: skip
+    """A small model trained with speaker normalisation (min_clips 2) on the four fixture clips."""
+    from ser_engine.corpora import load_ravdess
+    from ser_engine.normalization import SpeakerStats
+    from ser_engine.predict import Predictor
+    from ser_engine.training import train_model
+
+    clips = load_ravdess(Path(fixture_clips[0]).parent)
+    X = np.stack([predictor.predict(c.path).features for c in clips])
+    bundle = await asyncio.to_thread(
+        train_model, clips, preset="tutorial", normalization="speaker", min_clips=2, X=X,
+        feature_config=predictor.bundle.feature_config, overrides={"hidden_layer_sizes": (16,), "max_iter": 50},
+    )  # fmt: skip
+    normalising = Predictor(bundle)
+    assert normalising.min_clips == 2
+    fake, dan = world, world.speakers["dan"]  # type: ignore[attr-defined]
+    assert bot.service is not None
+    previous = bot.service.swap_predictor(normalising)
+    try:
+        outcomes = [(await answered_note(fake, bot, notes[i], dan))[0] for i in range(3)]
+    finally:
+        bot.service.swap_predictor(previous)
+    assert [o.prediction.normalization for o in outcomes] == ["fallback", "fallback", "speaker"]
+    earlier = SpeakerStats.of(np.stack([o.prediction.features for o in outcomes[:2]]))
+    third = outcomes[2].prediction
+    reference = normalising.classify_features(third.features, speaker_stats=earlier)
+    assert third.probabilities == pytest.approx(reference.probabilities, abs=1e-6)
+    without = normalising.classify_features(third.features)  # global statistics: a different answer
+    assert without.normalization == "fallback"
+    assert not np.allclose(list(without.probabilities.values()), list(third.probabilities.values()), atol=1e-6)
+    stats = await store.get_speaker_stats(uid(dan), key)
+    assert stats is not None and stats.n == 3
