@@ -17,7 +17,7 @@ __all__ = ["main"]
 
 log = logging.getLogger("bot")
 
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 
 MISSING_TOKEN = (
     "DISCORD_TOKEN is not set. Set DISCORD_TOKEN in the environment or in a .env file "
@@ -38,6 +38,33 @@ def _load_settings() -> Settings | None:
             name = "_".join(str(part) for part in err["loc"]).upper()
             print(f"ser-bot: invalid {name}: {err['msg']}", file=sys.stderr)
         return None
+
+
+def _model_problem(settings: Settings) -> str | None:
+    """Verify ``SER_MODEL_PATH`` before anything talks to Discord.
+
+    Loads the bundle as the bot will (:func:`ser_engine.bundle.load_bundle`:
+    SHA-256 of the ``.joblib`` against its sidecar, library and feature
+    versions), so a missing, truncated or altered model stops the bot before
+    it logs in.
+
+    Returns
+    -------
+    str or None
+        ``None`` if the bundle loads, else a one-line reason for the user.
+    """
+    from ser_engine.bundle import load_bundle
+    from ser_engine.errors import ModelError
+
+    try:
+        load_bundle(settings.ser_model_path)
+    except ModelError as exc:
+        reason = exc.user_message
+    except Exception as exc:  # a bundle that passed its hash but does not unpickle here
+        reason = f"{settings.ser_model_path} could not be read ({type(exc).__name__})"
+    else:
+        return None
+    return " ".join(reason.split())
 
 
 async def _run(settings: Settings) -> None:
@@ -78,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         0 after a clean shutdown, 1 if the bot could not start or run,
-        2 if the configuration is missing or invalid.
+        2 if the configuration is missing or invalid, 3 if the model bundle
+        (``SER_MODEL_PATH``) is missing, altered or incompatible -- checked
+        before connecting to Discord.
     """
     argparse.ArgumentParser(
         prog="ser-bot",
@@ -93,9 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(settings.log_level, secrets=[settings.discord_token.get_secret_value()])
 
+    problem = _model_problem(settings)
+    if problem is not None:
+        print(f"ser-bot: cannot load the model: {problem}", file=sys.stderr)
+        return EXIT_MODEL
+
     import discord
 
-    from ser_engine.errors import SERError
+    from ser_engine.errors import ModelError, SERError
 
     try:
         asyncio.run(_run(settings))
@@ -107,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except discord.PrivilegedIntentsRequired:
         log.error("enable the Message Content intent for this bot in the Discord developer portal (Bot tab)")
         return EXIT_FAILURE
+    except ModelError as exc:  # e.g. the bundle changed after the check above
+        log.error("cannot load the model: %s", exc.user_message)
+        return EXIT_MODEL
     except SERError as exc:
         log.error("cannot start: %s", exc.user_message)
         return EXIT_FAILURE

@@ -464,11 +464,12 @@ async def test_python_m_bot_answers_a_voice_note_and_stops_cleanly_on_sigterm(
     assert fake.find_requests("GET", r"^/gateway/bot$")  # the gateway URL came from the configured API
 
 
-async def test_python_m_bot_with_a_rejected_token_exits_1(tmp_path: Path) -> None:
+async def test_python_m_bot_with_a_rejected_token_exits_1(tmp_path: Path, model_path: Path) -> None:
     wrong = "MTA5.wrong." + secrets.token_urlsafe(24)
     async with FakeDiscord() as fake:
+        env = bot_env(fake, wrong, SER_MODEL_PATH=str(model_path))  # the model is checked before logging in
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", cwd=tmp_path, env=bot_env(fake, wrong), stdin=asyncio.subprocess.DEVNULL,
+            sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
