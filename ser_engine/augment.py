@@ -61,7 +61,7 @@ def active_power(y: np.ndarray, *, sr: int = TARGET_SR, frame_s: float = 0.02, r
         Mean square amplitude of the active frames; 0.0 for a silent signal.
     """
     y = np.asarray(y, dtype=np.float64)
-    n = max(1, int(round(frame_s * sr)))
+    n = max(1, round(frame_s * sr))
     usable = (y.size // n) * n
     if usable == 0:
         return float(np.mean(y**2)) if y.size else 0.0

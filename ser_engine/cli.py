@@ -115,6 +115,10 @@ def _recipe_options() -> argparse.ArgumentParser:
     )  # fmt: skip
     recipe.add_argument("--no-calibrate", action="store_true", help="no temperature scaling")
     recipe.add_argument(
+        "--inner-folds", type=_positive_int, default=5, metavar="K",
+        help="folds of the inner speaker-independent CV for calibration and --nested-grid (default 5)",
+    )  # fmt: skip
+    recipe.add_argument(
         "--unsure-below", type=_unit_float, default=0.5, metavar="P",
         help="confidence below which an answer is flagged unsure (default 0.5)",
     )  # fmt: skip
@@ -248,7 +252,6 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
 
 def _run_evaluation(args: argparse.Namespace, labels: Any, X: Any, y: Any, groups: Any, config: Any, overrides: Any) -> Any:
     from .evaluation import evaluate
-
     from .training import featurize_condition
 
     n_speakers = len(set(groups.tolist()))
@@ -266,7 +269,7 @@ def _run_evaluation(args: argparse.Namespace, labels: Any, X: Any, y: Any, group
         random_state=args.seed, folds=args.folds, feature_config=config.to_dict(), n_jobs=args.jobs,
         normalization=args.normalization, min_clips=args.min_clips, variants=variants,
         grid=NESTED_GRID if args.nested_grid else None, calibrate=not args.no_calibrate,
-        unsure_below=args.unsure_below, augment=args.augmented or None,
+        unsure_below=args.unsure_below, augment=args.augmented or None, inner_folds=args.inner_folds,
     )  # fmt: skip
 
 
@@ -302,7 +305,7 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     overrides, temperature = choose_recipe(
         X, y, groups, preset=args.preset, scaler=not args.no_scaler, overrides=overrides, random_state=args.seed,
         normalization=args.normalization, min_clips=args.min_clips, grid=NESTED_GRID if args.nested_grid else None,
-        calibrate=not args.no_calibrate, augment=args.augmented or None,
+        calibrate=not args.no_calibrate, augment=args.augmented or None, inner_folds=args.inner_folds,
     )  # fmt: skip
     bundle = train_model(
         clips, feature_config=config, preset=args.preset, scaler=not args.no_scaler, overrides=overrides,

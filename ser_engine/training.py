@@ -24,7 +24,7 @@ import hashlib
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -398,7 +398,7 @@ def choose_recipe(
     min_clips: int = 5,
     grid: Sequence[Mapping[str, Any]] | None = None,
     calibrate: bool = True,
-    inner_folds: int = 3,
+    inner_folds: int = 5,
     augment: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any] | None, float]:
     """Hyper-parameters and temperature for a final model, by speaker-independent CV on its training data.
@@ -422,7 +422,7 @@ def choose_recipe(
         ``MLPClassifier`` overrides to choose from.
     calibrate : bool, default True
         Fit a temperature (else 1.0).
-    inner_folds : int, default 3
+    inner_folds : int, default 5
     augment : mapping of str to np.ndarray, optional
         Degraded copies' features (shape of ``X``) added to every inner training set.
 
@@ -578,7 +578,7 @@ def train_model(
         del mlp._optimizer
     counts = {label: int(np.sum(y == i)) for i, label in enumerate(labels)}
     metadata: dict[str, Any] = {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "preset": preset,
         "mlp_params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
         "scaler": scaler,

@@ -86,8 +86,10 @@ def test_predict_missing_model(fixture_clips: list[Path], tmp_path: Path, capsys
 def test_bad_arguments(capsys) -> None:
     assert main([]) == 2
     assert main(["evaluate", "--corpus", "x", "--emotions", "angry,confused"]) == 2
-    assert "unknown emotion(s) bored" in capsys.readouterr().err
+    assert "unknown emotion(s) confused" in capsys.readouterr().err
     assert main(["train", "--corpus", "x", "--preset", "giant"]) == 2
+    assert main(["evaluate", "--corpus", "x", "--condition", "opus24k,underwater"]) == 2
+    assert "unknown condition(s) underwater" in capsys.readouterr().err
 
 
 def test_corpus_errors(tmp_path: Path, capsys) -> None:

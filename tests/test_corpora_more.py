@@ -41,7 +41,7 @@ def test_tess(tmp_path: Path) -> None:
     clips = load_tess(tmp_path)
     assert len(clips) == 28
     assert Counter(c.speaker for c in clips) == {"tess:OAF": 14, "tess:YAF": 14}
-    assert set(c.label for c in clips) == {"angry", "disgust", "fearful", "happy", "neutral", "surprised", "sad"}
+    assert {c.label for c in clips} == {"angry", "disgust", "fearful", "happy", "neutral", "surprised", "sad"}
     one = next(c for c in clips if c.path.name == "YAF_dog_ps.wav")
     assert (one.label, one.statement, one.corpus) == ("surprised", "dog", "tess")
     assert load_audio(one.path).size == 8000

@@ -213,7 +213,7 @@ def test_real_training_fits_its_data(half_corpus) -> None:
 
 
 def test_real_speaker_normalisation_calibration_and_fallback(half_corpus) -> None:
-    clips, X, y, groups, labels = half_corpus
+    _, X, y, groups, labels = half_corpus
     X, y, groups = X[::2], y[::2], groups[::2]  # 30 clips per actor keep it quick
     small = {"hidden_layer_sizes": (32,), "max_iter": 150}
     raw = evaluate(X, y, groups, labels=labels, folds=3, overrides=small)
@@ -235,7 +235,7 @@ def test_real_speaker_normalisation_calibration_and_fallback(half_corpus) -> Non
 
 
 def test_nested_grid_chooses_inside_training_folds(half_corpus) -> None:
-    clips, X, y, groups, labels = half_corpus
+    _, X, y, groups, labels = half_corpus
     grid = [{"alpha": 1000.0, "max_iter": 30}, {"alpha": 1.0, "max_iter": 100}]
     report = evaluate(X[::2], y[::2], groups[::2], labels=labels, folds=3, normalization="speaker", grid=grid)
     # A huge L2 penalty cannot fit; the inner CV must see that in every fold.
