@@ -4,7 +4,8 @@ Examples
 --------
 ::
 
-    ser predict clip.flac note.ogg            # "clip.flac: angry (0.87)" per file
+    ser predict clip.flac note.ogg            # "clip.flac: angry (0.87)" per file,
+                                              # "x.ogg: happy (0.26) unsure, or surprised?"
     ser predict --json clip.flac              # one JSON object per line
     ser evaluate --corpus ../shared/data/ravdess-16k --out-dir reports/
     ser evaluate --corpus ../shared/data/ravdess-16k --condition opus24k,noise20,noise10
@@ -205,7 +206,8 @@ def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if args.json:
                 print(json.dumps({"file": name, **prediction.to_dict()}), file=out)
             else:
-                print(f"{name}: {prediction.label} ({prediction.confidence:.2f})", file=out)
+                unsure = f" unsure, or {prediction.top_two[1]}?" if prediction.unsure else ""
+                print(f"{name}: {prediction.label} ({prediction.confidence:.2f}){unsure}", file=out)
             continue
         if args.json:
             print(json.dumps({"file": name, "error": message}), file=out)

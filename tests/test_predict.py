@@ -21,6 +21,7 @@ from ser_engine.errors import (
     SilentAudioError,
     UndecodableAudioError,
 )
+from ser_engine.normalization import SpeakerStats
 from ser_engine.predict import Prediction, Predictor
 from ser_engine.training import data_fingerprint
 
@@ -51,13 +52,32 @@ def test_shipped_model_was_trained_on_this_corpus(predictor: Predictor, ravdess_
     assert predictor.bundle.metadata["data_fingerprint"] == data_fingerprint(load_ravdess(ravdess_dir))
 
 
-def test_predict_fixture_clips(predictor: Predictor, fixture_clips: list[Path]) -> None:
-    # The four fixture clips were in the training set: the model must know them.
+def test_predict_fixture_clips(predictor: Predictor, fixture_clips: list[Path], ravdess_dir: Path) -> None:
+    # The four fixture clips were in the training set: once the model knows the
+    # speaker's voice (statistics of 12 of that actor's clips, every fifth, so
+    # spread over the emotions) it must know them.
+    corpus = load_ravdess(ravdess_dir)
     for clip in fixture_clips:
-        p = predictor.predict(clip)
+        actor = parse_ravdess_name(clip).speaker
+        others = [c.path for c in corpus if c.speaker == actor][::5]
+        stats = SpeakerStats.of(np.vstack([predictor.predict(o).features for o in others]))
+        p = predictor.predict(clip, speaker_stats=stats)
         _check(p, predictor.labels)
+        assert p.normalization == "speaker"
         assert p.label == parse_ravdess_name(clip).emotion
         assert p.duration_s == pytest.approx(sf.info(clip).duration, abs=1e-3)
+        fallback = predictor.predict(clip)
+        _check(fallback, predictor.labels)
+        assert fallback.normalization == "fallback" and fallback.probabilities != p.probabilities
+
+
+def test_shipped_model_is_calibrated_and_speaker_normalised(predictor: Predictor) -> None:
+    bundle = predictor.bundle
+    assert bundle.normalizer is not None and bundle.normalizer.min_clips == predictor.min_clips == 5
+    assert bundle.metadata["normalization"] == "speaker"
+    assert 0.5 < bundle.temperature < 3.0 and predictor.unsure_below == bundle.metadata["unsure_below"]
+    calibration = bundle.metadata["metrics"]["calibration"]
+    assert calibration["ece_after"] < calibration["ece_before"]
 
 
 def test_bytes_and_path_agree(predictor: Predictor, angry_clip: Path) -> None:
