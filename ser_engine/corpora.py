@@ -30,11 +30,11 @@ from .errors import CorpusError
 
 __all__ = [
     "AUDIO_SUFFIXES",
-    "Clip",
     "LABELS",
     "LABEL_SYNONYMS",
     "LOADERS",
     "RAVDESS_EMOTIONS",
+    "Clip",
     "RavdessName",
     "label_counts",
     "load_cremad",

@@ -28,7 +28,12 @@ import soxr
 
 from .audio import TARGET_SR, AudioLimits, AudioSource, frame_levels_dbfs, load_audio
 from .bundle import DEFAULT_MODEL_PATH, ModelBundle, load_bundle
-from .errors import AudioTooLongError, AudioTooShortError, EmptyAudioError, SilentAudioError
+from .errors import (
+    AudioTooLongError,
+    AudioTooShortError,
+    EmptyAudioError,
+    SilentAudioError,
+)
 from .features import extract_features
 from .normalization import RunningStatsLike
 

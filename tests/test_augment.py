@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from ser_engine.audio import load_audio
-from ser_engine.augment import CONDITIONS, active_power, add_noise, apply_condition, opus_round_trip
+from ser_engine.augment import (
+    CONDITIONS,
+    active_power,
+    add_noise,
+    apply_condition,
+    opus_round_trip,
+)
 
 CLIP = Path(__file__).resolve().parent / "data" / "03-01-05-02-01-01-01.flac"
 
@@ -35,7 +41,7 @@ def test_pink_noise_falls_by_about_3_db_per_octave() -> None:
     noise = add_noise(np.full(2**16, 0.1, np.float32), 0.0, color="pink", seed=0) - 0.1
     spectrum = np.abs(np.fft.rfft(noise)) ** 2
     f = np.fft.rfftfreq(noise.size, 1 / 16000)
-    band = lambda lo: spectrum[(f >= lo) & (f < 2 * lo)].mean()  # noqa: E731
+    band = lambda lo: spectrum[(f >= lo) & (f < 2 * lo)].mean()
     drops = [10 * np.log10(band(lo) / band(2 * lo)) for lo in (125, 250, 500, 1000, 2000)]
     assert np.mean(drops) == pytest.approx(3.0, abs=0.5)
 
