@@ -219,6 +219,23 @@ class SERBot(commands.Bot):
         if self.application_id is not None:
             log.info("invite URL: %s", invite_url(self.application_id))
 
+    async def _drain_event_handlers(self, timeout_s: float = 10.0) -> None:
+        """Wait (bounded) for event handlers still running, e.g. storing an analysis.
+
+        discord.py runs every event handler as a task named ``discord.py: on_...``.
+        A handler cut off at shutdown would leave a database connection half
+        used; letting it finish first keeps the shutdown clean.
+        """
+        current = asyncio.current_task()
+        pending = [
+            t for t in asyncio.all_tasks()
+            if t is not current and not t.done() and t.get_name().startswith("discord.py: ")
+        ]  # fmt: skip
+        if pending:
+            _done, late = await asyncio.wait(pending, timeout=timeout_s)
+            if late:
+                log.warning("shutdown: %d event handler(s) still running after %.0f s", len(late), timeout_s)
+
     async def close(self) -> None:
         """Unload the cogs and disconnect, let running analyses finish, stop the service, close the store."""
         try:
@@ -228,6 +245,7 @@ class SERBot(commands.Bot):
             try:
                 if service is not None:
                     await service.close()
+                await self._drain_event_handlers()
             finally:
                 store, self.store = self.store, None
                 if store is not None:
