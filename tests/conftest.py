@@ -80,3 +80,28 @@ def voice_note_factory(ffmpeg, tmp_path_factory):
         return voice_note(ffmpeg, src, out / (src.stem + f"-{bitrate}.ogg"), bitrate)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    """The model bundle the bot is configured with: ``SER_MODEL_PATH`` or the shipped default."""
+    from ser_engine.predict import DEFAULT_MODEL_PATH
+
+    path = Path(os.environ.get("SER_MODEL_PATH") or DEFAULT_MODEL_PATH)
+    path = path if path.is_absolute() else ROOT / path
+    _require(path.is_file(), f"model bundle {path} not found (train it or set SER_MODEL_PATH)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def predictor(model_path: Path):
+    """The engine's predictor on that model, to compute the answers the bot must give."""
+    from ser_engine.predict import Predictor
+
+    return Predictor.load(model_path)
+
+
+@pytest.fixture(scope="session")
+def angry_note(voice_note_factory, angry_clip: Path) -> bytes:
+    """Actor 01 angry (strong) as a Discord voice note: Ogg/Opus 48 kHz mono."""
+    return voice_note_factory(angry_clip).read_bytes()

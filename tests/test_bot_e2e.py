@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 
 from bot.client import INTENTS, SERBot
-from bot.config import DEFAULT_MODEL_PATH, Settings
+from bot.config import Settings
 from bot.discord_api import restore_defaults
 from tests.fake_discord import FakeDiscord, RecordedRequest
 
@@ -37,25 +37,6 @@ VOICE_MESSAGE = 8192
 
 
 # ------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def model_path() -> Path:
-    """The model the bot is configured with: ``SER_MODEL_PATH`` or the shipped default."""
-    path = Path(os.environ.get("SER_MODEL_PATH") or DEFAULT_MODEL_PATH)
-    path = path if path.is_absolute() else ROOT / path
-    if not path.is_file():
-        message = f"model bundle {path} not found (train it or set SER_MODEL_PATH)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-@pytest.fixture(scope="module")
-def predictor(model_path: Path) -> Any:
-    """The engine's predictor on the same model, to compute expected answers."""
-    from ser_engine.predict import Predictor
-
-    return Predictor.load(model_path)
 
 
 class LogCollector(logging.Handler):
@@ -117,12 +98,6 @@ async def bot(fake: FakeDiscord, model_path: Path, tmp_path_factory: pytest.Temp
         root.removeHandler(logs)
         root.setLevel(old_level)
         restore_defaults()
-
-
-@pytest.fixture(scope="module")
-def angry_note(voice_note_factory: Any, angry_clip: Path) -> bytes:
-    """Actor 01 angry (strong) as a Discord voice note: Ogg/Opus 48 kHz mono."""
-    return voice_note_factory(angry_clip).read_bytes()
 
 
 # ------------------------------------------------------------------- helpers

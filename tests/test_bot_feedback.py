@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from bot.client import SERBot
 from bot.cogs.emotion.cog import VOICE_NOTE_EVENT, VoiceNoteOutcome
-from bot.config import DEFAULT_MODEL_PATH, Settings
+from bot.config import Settings
 from bot.discord_api import restore_defaults
 from bot.storage import Store, sqlite_url
 from bot.storage.models import Feedback
@@ -133,23 +133,6 @@ def vector(row: Any) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def model_path() -> Path:
-    path = Path(os.environ.get("SER_MODEL_PATH") or DEFAULT_MODEL_PATH)
-    path = path if path.is_absolute() else ROOT / path
-    if not path.is_file():
-        message = f"model bundle {path} not found (train it or set SER_MODEL_PATH)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-@pytest.fixture(scope="module")
-def predictor(model_path: Path) -> Any:
-    from ser_engine.predict import Predictor
-
-    return Predictor.load(model_path)
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,12 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import URL
 
 from bot.client import SERBot
 from bot.cogs.emotion.cog import VOICE_NOTE_EVENT, VoiceNoteOutcome
-from bot.config import DEFAULT_MODEL_PATH, Settings
+from bot.config import Settings
 from bot.discord_api import restore_defaults
 from bot.storage import Store, StoreUnavailableError, sqlite_url
 from bot.storage.models import Analysis
@@ -172,30 +172,6 @@ def closed_port() -> int:
 
 
 # ------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def model_path() -> Path:
-    """The model the bot is configured with: ``SER_MODEL_PATH`` or the shipped default."""
-    path = Path(os.environ.get("SER_MODEL_PATH") or DEFAULT_MODEL_PATH)
-    path = path if path.is_absolute() else ROOT / path
-    if not path.is_file():
-        message = f"model bundle {path} not found (train it or set SER_MODEL_PATH)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-@pytest.fixture(scope="module")
-def predictor(model_path: Path) -> Any:
-    from ser_engine.predict import Predictor
-
-    return Predictor.load(model_path)
-
-
-@pytest.fixture(scope="module")
-def angry_note(voice_note_factory: Any, angry_clip: Path) -> bytes:
-    """Actor 01 angry (strong) as a Discord voice note: Ogg/Opus 48 kHz mono."""
-    return voice_note_factory(angry_clip).read_bytes()
 
 
 @pytest.fixture(scope="module")
