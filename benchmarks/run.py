@@ -130,6 +130,19 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _load_note(report: dict[str, Any]) -> str:
+    """Per-case 1-minute load averages, and whether other processes competed for the CPUs."""
+    cpus = report["machine"]["logical_cpus"] or 1
+    starts = {k: v["load_average"]["before"][0] for k, v in report["results"].items() if "load_average" in v}
+    if not starts:
+        return f"Load average (1 min) {report['load_average']['start'][0]:.2f} at start."
+    shown = ", ".join(f"{'f/g' if k == 'bot' else k} {v:.2f}" for k, v in starts.items())
+    # This run keeps about one CPU busy itself (two during the retrain): more than the CPUs means other work.
+    busy = max(starts.values()) > cpus
+    return (f"Load average (1 min) at the start of each case: {shown} (this run keeps about 1 busy itself, 2 during "
+            f"the retrain){' -- other processes competed for the CPUs, numbers are noisy' if busy else ''}.")  # fmt: skip
+
+
 def render(report: dict[str, Any]) -> str:
     """Markdown text of a report: header, targets, one table per case.
 
@@ -151,8 +164,7 @@ def render(report: dict[str, Any]) -> str:
         f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs; Python {m['python']}, "
         f"numpy {m['versions']['numpy']}, librosa {m['versions']['librosa']}, scikit-learn {m['versions']['scikit-learn']}, "
         f"libsndfile {m['versions']['libsndfile']}. Commit {m['git_commit']}{' (+ uncommitted changes)' if report['uncommitted'] else ''}. "
-        f"Model: `{report['model']['path']}`. Load average (1 min) {report['load_average']['start'][0]:.2f} at start, "
-        f"{report['load_average']['end'][0]:.2f} at end{' -- the machine was busy, numbers are noisy' if max(report['load_average']['start'][0], report['load_average']['end'][0]) > 0.5 * (m['logical_cpus'] or 1) else ''}."
+        f"Model: `{report['model']['path']}`. " + _load_note(report)
     )
     out.append("")
     out.append("Threads: " + report["thread_settings"])
@@ -284,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reference model and test notes (default .cache/benchmarks, git-ignored)")  # fmt: skip
     p.add_argument("--skip-train", action="store_true", help="skip case (e), the retrain")
     p.add_argument("--skip-bot", action="store_true", help="skip cases (f) and (g), the bot process")
+    p.add_argument("--render", type=Path, metavar="JSON", help="only print the tables of an earlier run's JSON file")
     p.add_argument("--cases", default=",".join(ALL_CASES), metavar="a,b,...",
                    help="cases to run (a-e; f = the bot, giving (f) and (g)); default all")  # fmt: skip
     return p
@@ -307,6 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # The reference's constant-Q chroma (tonnetz) warns on the service's 1 s warm-up signal; noise here.
     warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large", category=UserWarning)
+    if args.render is not None:
+        saved = json.loads(args.render.read_text())
+        text = render(saved)
+        if saved.get("errors"):
+            text += "\nCases that did not run: " + "; ".join(f"({k}) {v}" for k, v in saved["errors"].items()) + "\n"
+        print(text)
+        return 0
     mode = "quick" if args.quick else "full"
     plan = PLANS[mode]
     cases = {c.strip() for c in args.cases.split(",") if c.strip()}
