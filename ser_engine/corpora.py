@@ -234,14 +234,7 @@ def load_ravdess(
         If ``emotions`` names an emotion RAVDESS does not have, or none.
     """
     chosen = set(_check_emotions(emotions))
-    folder = Path(root)
-    if not folder.is_dir():
-        raise CorpusError(f"The corpus folder {folder.name!r} does not exist or is not a folder.")
-    files = sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file() and not p.name.startswith(".")
-    )
-    if not files:
-        raise CorpusError(f"The corpus folder {folder.name!r} holds no .wav or .flac files.")
+    folder, files = _audio_files(root, "corpus")
 
     clips: list[Clip] = []
     seen: dict[str, Path] = {}
