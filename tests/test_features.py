@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,39 @@ def test_filter_banks_are_built_once():
         extract_features(y=y, config=FeatureConfig())
     info = F._mel_basis.cache_info()
     assert info.misses == 1 and info.hits == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Frozen reference vectors.  tests/fixtures/features_ref_*.npy were computed at commit 38d3e34 (the
+# librosa-based extractor the shipped model was trained with, FEATURE_VERSION 1) on the fixture clips
+# in sorted order; "short" holds clip 0 cut to 800, 1440 and 8000 samples (a few STFT frames: the delta
+# width falls below 9).  Any faster implementation must reproduce them.
+#
+# Tolerance: the vectors are float32 (eps 1.2e-7).  A re-implementation may change the order of
+# floating-point operations (another FFT library, float32 instead of float64 intermediates), which
+# moves entries by a few float32 ulps of the values they are computed from: relative differences of
+# ~1e-6.  rtol=1e-4 keeps a 100x margin above that and is still far below anything that would change
+# a prediction (the model's StandardScaler divides by per-feature spreads of order 1e-2..1e2 of the
+# values).  atol covers entries that are means/slopes of signed quantities and sit near zero,
+# where the cancellation error is relative to the summed magnitudes, not to the result.
+_REF_DIR = Path(__file__).resolve().parent / "fixtures"
+_REF_SHORT_CUTS = (slice(8000, 8800), slice(8000, 9440), slice(8000, 16000))
+
+
+def _assert_same_features(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("config_name", ["default", "tutorial"])
+def test_features_match_the_frozen_reference(config_name, clips):
+    config = FeatureConfig() if config_name == "default" else FeatureConfig.tutorial()
+    want = np.load(_REF_DIR / f"features_ref_{config_name}.npy")
+    got = np.stack([extract_features(y=y, config=config) for y in clips])
+    _assert_same_features(got, want)
+
+
+def test_short_clips_match_the_frozen_reference(clips):
+    want = np.load(_REF_DIR / "features_ref_short.npy")
+    got = np.stack([extract_features(y=clips[0][cut], config=FeatureConfig()) for cut in _REF_SHORT_CUTS])
+    _assert_same_features(got, want)
