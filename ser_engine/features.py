@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import librosa
 import numpy as np
 import scipy.fft
+import scipy.ndimage
 import scipy.signal
 import soxr
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .audio import TARGET_SR, AudioLimits, load_audio
 
@@ -206,6 +207,10 @@ class FeatureConfig:
 
 
 # ----------------------------------------------------------------- caches
+# Everything that depends only on the configuration is built once per process.
+# librosa (imported lazily, only to build the two filter banks) is the
+# definition of every descriptor here; tests/test_features.py checks each
+# re-implementation below against its librosa function on real speech.
 @functools.lru_cache(maxsize=16)
 def _window_energy(win_length: int) -> float:
     """Sum of squares of the periodic Hann window of ``win_length`` samples."""
@@ -213,42 +218,154 @@ def _window_energy(win_length: int) -> float:
 
 
 @functools.lru_cache(maxsize=16)
+def _stft_window(n_fft: int, win_length: int) -> np.ndarray:
+    """Periodic Hann window of ``win_length`` samples centred in ``n_fft`` zeros, float64.
+
+    As ``librosa.stft(window="hann")``: ``scipy.signal.get_window(fftbins=True)``
+    padded on both sides (``librosa.util.pad_center``).
+    """
+    win = np.zeros(n_fft)
+    lpad = (n_fft - win_length) // 2
+    win[lpad : lpad + win_length] = scipy.signal.get_window("hann", win_length, fftbins=True)
+    win.flags.writeable = False
+    return win
+
+
+@functools.lru_cache(maxsize=16)
 def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
+    import librosa
+
     return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=np.float32)
 
 
 @functools.lru_cache(maxsize=16)
 def _chroma_basis(sr: int, n_fft: int) -> np.ndarray:
+    import librosa
+
     return librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=0.0, dtype=np.float32)
 
 
 @functools.lru_cache(maxsize=16)
 def _fft_freqs(sr: int, n_fft: int) -> np.ndarray:
-    return librosa.fft_frequencies(sr=sr, n_fft=n_fft).astype(np.float32)
+    """Centre frequency of each STFT bin in Hz, float32 (``librosa.fft_frequencies``)."""
+    return np.fft.rfftfreq(n=n_fft, d=1.0 / sr).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _savgol_delta(width: int, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Savitzky-Golay filter of ``librosa.feature.delta(width, order, mode="interp")``.
+
+    Returns
+    -------
+    coeffs : np.ndarray, shape (width,)
+        Convolution coefficients (``scipy.signal.savgol_coeffs(width, order,
+        deriv=order)``), applied inside the signal.
+    edges : np.ndarray, shape (width, width)
+        ``edges @ x`` is the filter's output over a window ``x`` of ``width``
+        samples with ``mode="interp"`` (a polynomial of degree ``order`` fitted
+        to the window, differentiated ``order`` times); its first and last
+        ``width // 2`` rows give the outputs near the two ends of a signal.
+        Obtained by filtering the identity matrix with
+        ``scipy.signal.savgol_filter``, so it is that function's edge fit
+        as one linear map instead of two ``numpy.polyfit`` calls per use.
+    """
+    coeffs = scipy.signal.savgol_coeffs(width, order, deriv=order)
+    edges = scipy.signal.savgol_filter(np.eye(width), width, order, deriv=order, axis=0, mode="interp")
+    coeffs.flags.writeable = edges.flags.writeable = False
+    return coeffs, edges
+
+
+@functools.lru_cache(maxsize=16)
+def _contrast_bands(sr: int, n_fft: int) -> tuple[tuple[int, int, int], ...]:
+    """Sub-bands of ``librosa.feature.spectral_contrast`` (defaults: fmin 200 Hz, 6 octave bands, quantile 0.02).
+
+    Returns
+    -------
+    tuple of (first_bin, stop_bin, n_extreme)
+        For each of the 7 bands, the STFT bins it spans and how many of the
+        smallest and largest magnitudes its valley and peak average, chosen
+        exactly as librosa 0.11 does (one extra bin below each band but the
+        first, the last bin of each band but the last dropped, the last band
+        running to Nyquist).
+    """
+    fmin, n_bands, quantile = 200.0, 6, 0.02
+    freq = _fft_freqs(sr, n_fft)
+    octa = np.zeros(n_bands + 2)
+    octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
+    if np.any(octa[:-1] >= 0.5 * sr):
+        raise ValueError(f"spectral contrast: the bands exceed the Nyquist frequency of {sr} Hz")
+    bands = []
+    for k, (f_low, f_high) in enumerate(zip(octa[:-1], octa[1:])):
+        current = np.logical_and(freq >= f_low, freq <= f_high)
+        idx = np.flatnonzero(current)
+        if idx.size == 0:
+            raise ValueError(f"spectral contrast: band {k} has no STFT bin (n_fft={n_fft} is too small)")
+        if k > 0:
+            current[idx[0] - 1] = True
+        if k == n_bands:
+            current[idx[-1] + 1 :] = True
+        rows = np.flatnonzero(current)
+        if k < n_bands:
+            rows = rows[:-1]
+        n_extreme = int(max(np.rint(quantile * np.sum(current)), 1))
+        assert rows.size >= 2 * n_extreme and np.all(np.diff(rows) == 1)
+        bands.append((int(rows[0]), int(rows[-1]) + 1, n_extreme))
+    return tuple(bands)
+
+
+@functools.lru_cache(maxsize=4)
+def _tonnetz_basis(n_chroma: int = 12) -> np.ndarray:
+    """Tonal-centroid projection of ``librosa.feature.tonnetz``: (6, n_chroma), float64."""
+    dim_map = np.linspace(0, 12, num=n_chroma, endpoint=False)
+    scale = np.asarray([7.0 / 6, 7.0 / 6, 3.0 / 2, 3.0 / 2, 2.0 / 3, 2.0 / 3])
+    V = np.multiply.outer(scale, dim_map)
+    V[::2] -= 0.5  # even rows: sines
+    R = np.array([1, 1, 1, 1, 0.5, 0.5])  # fifths, minor thirds, major thirds
+    phi = R[:, np.newaxis] * np.cos(np.pi * V)
+    phi.flags.writeable = False
+    return phi
 
 
 # ---------------------------------------------------------------- helpers
 def stft_magnitude(*, y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Magnitude STFT as :func:`extract_features` expects it.
 
+    The same numbers as ``np.abs(librosa.stft(y, window="hann", center=True,
+    pad_mode="constant"))`` (float64 windowed frames, cast to complex64 as
+    librosa does for a float32 signal), computed on a strided view of the
+    zero-padded signal with one ``scipy.fft.rfft`` call.
+
     Parameters
     ----------
     y : np.ndarray, shape (n_samples,)
-        Mono signal at ``config.sr`` Hz.
+        Mono floating-point signal at ``config.sr`` Hz, finite.
     config : FeatureConfig
         Gives ``n_fft``, ``win_length`` and ``hop_length``.
 
     Returns
     -------
-    np.ndarray, shape (1 + n_fft // 2, n_frames), float32
-        ``|STFT|`` with centred, zero-padded Hann frames.
+    np.ndarray, shape (1 + n_fft // 2, 1 + n_samples // hop_length), float32
+        ``|STFT|`` with centred, zero-padded Hann frames (Fortran-ordered:
+        each frame contiguous, as librosa returns it).
+
+    Raises
+    ------
+    ValueError
+        ``y`` is not a one-dimensional floating-point array, or has
+        non-finite samples.
     """
-    return np.abs(
-        librosa.stft(
-            y, n_fft=config.n_fft, hop_length=config.hop_length, win_length=config.win_length,
-            window="hann", center=True, pad_mode="constant",
-        )
-    ).astype(np.float32, copy=False)  # fmt: skip
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.floating):
+        raise ValueError(f"stft_magnitude: y must be a 1-D floating-point signal, got {y.dtype} {y.shape}")
+    if not np.isfinite(y).all():
+        raise ValueError("stft_magnitude: the signal has NaN or infinite samples")
+    half = config.n_fft // 2
+    frames = sliding_window_view(np.pad(y, half), config.n_fft)[:: config.hop_length]
+    spec = scipy.fft.rfft(frames * _stft_window(config.n_fft, config.win_length), axis=-1)
+    # Round to librosa's output type first (complex64 for a float32 signal),
+    # then take |.|; the transpose is Fortran-ordered, like librosa's matrix.
+    spec = spec.astype(np.result_type(y.dtype, np.complex64), copy=False)
+    return np.abs(spec).T.astype(np.float32, copy=False)
 
 
 def _summarise(M: np.ndarray, stats: Sequence[str]) -> np.ndarray:
@@ -258,19 +375,21 @@ def _summarise(M: np.ndarray, stats: Sequence[str]) -> np.ndarray:
     if T == 0:
         out[:] = 0.0
         return out.ravel()
-    M64 = M.astype(np.float64, copy=False)
+    M64 = np.ascontiguousarray(M, dtype=np.float64)
     pct_idx = [i for i, s in enumerate(stats) if s in ("p10", "p50", "p90")]
     if pct_idx:
-        # One sort serves every percentile (linear interpolation, as np.percentile).
-        srt = np.sort(M64, axis=1)
+        # Linear interpolation between order statistics, as np.percentile; one
+        # partial sort (np.partition) places every order statistic needed.
+        pos = {i: float(stats[i][1:]) / 100.0 * (T - 1) for i in pct_idx}
+        lo = {i: int(np.floor(p)) for i, p in pos.items()}
+        hi = {i: min(lo[i] + 1, T - 1) for i in pct_idx}
+        srt = np.partition(M64, sorted(set(lo.values()) | set(hi.values())), axis=1)
         for i in pct_idx:
-            pos = float(stats[i][1:]) / 100.0 * (T - 1)
-            lo = int(np.floor(pos))
-            hi = min(lo + 1, T - 1)
-            out[:, i] = srt[:, lo] + (pos - lo) * (srt[:, hi] - srt[:, lo])
+            out[:, i] = srt[:, lo[i]] + (pos[i] - lo[i]) * (srt[:, hi[i]] - srt[:, lo[i]])
+    mean = M64.mean(axis=1)
     for i, s in enumerate(stats):
         if s == "mean":
-            out[:, i] = M64.mean(axis=1)
+            out[:, i] = mean
         elif s == "std":
             out[:, i] = M64.std(axis=1)
         elif s == "slope":
@@ -278,8 +397,66 @@ def _summarise(M: np.ndarray, stats: Sequence[str]) -> np.ndarray:
                 out[:, i] = 0.0
             else:
                 t = np.linspace(-0.5, 0.5, T)
-                out[:, i] = (M64 - M64.mean(axis=1, keepdims=True)) @ t / float(t @ t)
+                out[:, i] = (M64 - mean[:, None]) @ t / float(t @ t)
     return out.ravel()
+
+
+def _power_to_db(x: np.ndarray, *, top_db: float | None) -> np.ndarray:
+    """``librosa.power_to_db(x, ref=1.0, amin=1e-10, top_db=top_db)``: 10 log10(max(x, 1e-10)), floored."""
+    log_spec = 10.0 * np.log10(np.maximum(_AMIN, x))
+    if top_db is not None and log_spec.size:
+        log_spec = np.maximum(log_spec, log_spec.max() - top_db)
+    return log_spec
+
+
+def _delta(x: np.ndarray, *, width: int, order: int) -> np.ndarray:
+    """``librosa.feature.delta(x, width=width, order=order, axis=-1, mode="interp")``: (n, T) -> (n, T).
+
+    The same Savitzky-Golay filter (``scipy.signal.savgol_filter``: interior
+    by ``scipy.ndimage.convolve1d``, the ``width // 2`` frames at each end by
+    the fitted polynomial), with the coefficients cached instead of refitted
+    on every call.  Requires ``3 <= width <= T``, ``width`` odd.
+    """
+    coeffs, edges = _savgol_delta(width, order)
+    half = width // 2
+    out = scipy.ndimage.convolve1d(x, coeffs, axis=-1, mode="constant")
+    out[:, :half] = x[:, :width] @ edges[:half].T
+    out[:, -half:] = x[:, -width:] @ edges[width - half :].T
+    return out
+
+
+def _spectral_contrast(S: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """``librosa.feature.spectral_contrast(S=S, sr, n_fft, freq)`` with default bands: (7, T), dB.
+
+    Per band, the mean of the ``n`` smallest and of the ``n`` largest
+    magnitudes (``n`` = 2 % of the band, at least 1), found with a partial
+    sort instead of a full one; the selected values are summed in the same
+    ascending order as librosa's, so the numbers are the same.
+    """
+    bands = _contrast_bands(config.sr, config.n_fft)
+    T = S.shape[1]
+    valley = np.zeros((len(bands), T))
+    peak = np.zeros_like(valley)
+    for k, (first, stop, n) in enumerate(bands):
+        sub = S[first:stop]
+        if n == 1:
+            valley[k] = sub.min(axis=0)
+            peak[k] = sub.max(axis=0)
+        else:
+            m = stop - first
+            part = np.partition(sub, (n - 1, m - n), axis=0)
+            valley[k] = np.mean(np.sort(part[:n], axis=0), axis=0)
+            peak[k] = np.mean(np.sort(part[m - n :], axis=0), axis=0)
+    return _power_to_db(peak, top_db=80.0) - _power_to_db(valley, top_db=80.0)
+
+
+def _tonnetz(chroma: np.ndarray) -> np.ndarray:
+    """``librosa.feature.tonnetz(chroma=chroma)``: (12, T) -> (6, T), float64."""
+    length = np.abs(chroma).astype(np.float64).sum(axis=0, keepdims=True)  # L1 norm (librosa.util.normalize)
+    length[length < np.finfo(chroma.dtype).tiny] = 1.0
+    normed = np.empty_like(chroma)
+    normed[:] = chroma / length
+    return np.einsum("pc,...ci->...pi", _tonnetz_basis(chroma.shape[0]), normed, optimize=True)
 
 
 def _active_span(power_db: np.ndarray, trim_db: float | None) -> slice:
@@ -357,47 +534,45 @@ def extract_features(
     P = P[:, span] * np.float32(gain * gain)
     T = S.shape[1]
 
-    parts: list[np.ndarray] = []
     need_mel = any(g in config.groups for g in ("mfcc", "mfcc_delta", "mfcc_delta2", "mel"))
-    log_mel = mel = None
+    log_mel = mel = mfcc = chroma = None
     if need_mel:
         mel = _mel_basis(config.sr, config.n_fft, config.n_mels, config.fmin, config.fmax) @ P
-        log_mel = librosa.power_to_db(mel, ref=1.0, amin=_AMIN, top_db=None)
-    mfcc = None
+        log_mel = _power_to_db(mel, top_db=None)
     if any(g in config.groups for g in ("mfcc", "mfcc_delta", "mfcc_delta2")):
         mfcc = scipy.fft.dct(log_mel, axis=0, type=2, norm="ortho")[: config.n_mfcc]
-    chroma = None
     if "chroma" in config.groups or "tonnetz" in config.groups:
         raw = _chroma_basis(config.sr, config.n_fft) @ P
-        chroma = librosa.util.normalize(raw, norm=np.inf, axis=0)
+        length = raw.max(axis=0, initial=0.0)  # inf-norm per frame (librosa.util.normalize); raw >= 0
+        length[length < np.finfo(raw.dtype).tiny] = 1.0
+        chroma = raw / length
     freqs = _fft_freqs(config.sr, config.n_fft)
     width = 9 if T >= 9 else (T if T % 2 == 1 else T - 1)
 
+    # Every frame-level descriptor has T columns: stacked, they are summarised
+    # in one pass, in group order (prosody, whose pitch row covers only the
+    # voiced frames, is last in DESCRIPTOR_GROUPS and summarised on its own).
+    rows: list[np.ndarray] = []
     for group in config.groups:
         if group == "mfcc":
-            M = mfcc
+            rows.append(mfcc)
         elif group in ("mfcc_delta", "mfcc_delta2"):
             order = 1 if group == "mfcc_delta" else 2
-            M = librosa.feature.delta(mfcc, width=width, order=order, axis=-1) if width >= 3 else np.zeros_like(mfcc)
+            rows.append(_delta(mfcc, width=width, order=order) if width >= 3 else np.zeros_like(mfcc))
         elif group == "mel":
-            M = log_mel if config.log_mel else mel
+            rows.append(log_mel if config.log_mel else mel)
         elif group == "chroma":
-            M = chroma
+            rows.append(chroma)
         elif group == "contrast":
-            M = librosa.feature.spectral_contrast(S=S, sr=config.sr, n_fft=config.n_fft, freq=freqs) if T else np.zeros((7, 0))
+            rows.append(_spectral_contrast(S, config) if T else np.zeros((7, 0)))
         elif group == "tonnetz":
-            M = librosa.feature.tonnetz(chroma=chroma, sr=config.sr) if T else np.zeros((6, 0))
+            rows.append(_tonnetz(chroma) if T else np.zeros((6, 0)))
         elif group == "spectral":
-            M = _spectral_shape(S, P, freqs, y, gain, span, config)
-        elif group == "prosody":
-            f0_row, voiced_ratio, onsets_per_s = _prosody(y, gain, span, frame_db[span], config)
-            parts.append(_summarise(f0_row, config.stats))
-            continue
-        else:  # pragma: no cover - guarded by __post_init__
-            raise AssertionError(group)
-        parts.append(_summarise(np.asarray(M), config.stats))
+            rows.append(_spectral_shape(S, P, freqs, y, gain, span, config))
+    parts = [_summarise(np.vstack(rows), config.stats)] if rows else []
     if "prosody" in config.groups:
-        parts.append(np.array([voiced_ratio, onsets_per_s]))
+        f0_row, voiced_ratio, onsets_per_s = _prosody(y, gain, span, frame_db[span], config)
+        parts += [_summarise(f0_row, config.stats), np.array([voiced_ratio, onsets_per_s])]
     out = np.concatenate(parts).astype(np.float32)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
@@ -440,6 +615,82 @@ def _spectral_shape(
     return out
 
 
+def _yin(
+    y: np.ndarray, *, fmin: float, fmax: float, sr: int, frame_length: int, hop_length: int, trough_threshold: float
+) -> np.ndarray:
+    """YIN pitch track: ``librosa.yin(y, center=True, pad_mode="constant", ...)`` in plain numpy.
+
+    The same steps and number types as librosa 0.11 (de Cheveigné & Kawahara
+    2002: difference function from the autocorrelation, cumulative mean
+    normalisation, first trough below ``trough_threshold`` else the global
+    minimum, parabolic refinement), with frames laid out along rows so that
+    every FFT, cumulative sum and search runs over contiguous memory, and
+    the parabolic shift computed only at the chosen trough instead of at
+    every lag.  librosa runs the last two steps in numba kernels, which hold
+    the GIL.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Signal at ``sr`` Hz.
+    fmin, fmax : float
+        Pitch search range in Hz; ``0 < fmin < fmax <= sr / 2``.
+    sr : int
+        Sample rate in Hz.
+    frame_length, hop_length : int
+        Frame and hop in samples; frames are centred (zero padding).
+
+    Returns
+    -------
+    np.ndarray, shape (1 + n_samples // hop_length,), float64
+        Pitch in Hz of each frame.
+
+    Raises
+    ------
+    ValueError
+        The pitch range does not fit the sample rate or the frame length.
+    """
+    if not (0 < fmin < fmax <= sr / 2) or sr / fmin >= frame_length - 1:
+        raise ValueError(f"YIN: pitch range {fmin}-{fmax} Hz does not fit sr={sr} and frame_length={frame_length}")
+    frames = sliding_window_view(np.pad(y, frame_length // 2), frame_length)[::hop_length]  # (n_frames, L)
+    min_period = int(np.floor(sr / fmax))
+    max_period = min(int(np.ceil(sr / fmin)), frame_length - 1)
+    # Autocorrelation up to lag max_period (librosa.autocorrelate, whose FFT library is scipy.fft).
+    n_pad = scipy.fft.next_fast_len(2 * frame_length - 1, real=True)
+    spec = scipy.fft.rfft(frames, n=n_pad, axis=-1)
+    acf = scipy.fft.irfft(spec.real**2 + spec.imag**2, n=n_pad, axis=-1)[:, : max_period + 1]
+    # Difference function d(k) = 2 (r(0) - r(k)) - sum_{m<k} y(m)^2 (with librosa's
+    # zero energy term at k = 1), then its cumulative mean normalisation.
+    energy = np.cumsum(np.square(frames), axis=-1)[:, :max_period]
+    energy[:, 0] = 0
+    diff = 2 * (acf[:, :1] - acf[:, 1:]) - energy
+    cumulative_mean = np.cumsum(diff, axis=-1) / np.arange(1, max_period + 1)
+    denominator = cumulative_mean[:, min_period - 1 : max_period]
+    cmnd = diff[:, min_period - 1 :] / (denominator + np.finfo(denominator.dtype).tiny)  # lags min..max
+    # Troughs (librosa.util.localmin along the lags, first lag against its neighbour only).
+    trough = np.empty(cmnd.shape, dtype=bool)
+    trough[:, 1:-1] = (cmnd[:, 1:-1] < cmnd[:, :-2]) & (cmnd[:, 1:-1] <= cmnd[:, 2:])
+    trough[:, 0] = cmnd[:, 0] < cmnd[:, 1]
+    trough[:, -1] = cmnd[:, -1] < cmnd[:, -2]
+    trough &= cmnd < trough_threshold
+    period = np.argmax(trough, axis=-1)
+    none = ~trough.any(axis=-1)
+    period[none] = np.argmin(cmnd[none], axis=-1)
+    # Parabolic interpolation around the chosen lag (0 at the first and last lag,
+    # and where the vertex would move by more than one lag).
+    rows = np.arange(cmnd.shape[0])
+    inner = (period > 0) & (period < cmnd.shape[1] - 1)
+    left = cmnd[rows, np.maximum(period - 1, 0)]
+    mid = cmnd[rows, period]
+    right = cmnd[rows, np.minimum(period + 1, cmnd.shape[1] - 1)]
+    a = right + left - 2 * mid
+    b = (right - left) / 2
+    ok = inner & (np.abs(b) < np.abs(a))
+    shift = np.zeros(cmnd.shape[0])
+    shift[ok] = -b[ok] / a[ok]
+    return sr / (min_period + period + shift)
+
+
 def _prosody(
     y: np.ndarray | None, gain: float, span: slice, frame_db: np.ndarray, config: FeatureConfig
 ) -> tuple[np.ndarray, float, float]:
@@ -454,10 +705,8 @@ def _prosody(
     y_pitch = soxr.resample(y, config.sr, pitch_sr, quality="LQ") if pitch_sr != config.sr else y
     hop = config.hop_length * pitch_sr // config.sr
     frame_length = 2 * int(np.ceil(pitch_sr / config.fmin_f0)) + 2
-    f0 = librosa.yin(
-        y_pitch, fmin=config.fmin_f0, fmax=config.fmax_f0, sr=pitch_sr, frame_length=frame_length,
-        hop_length=hop, center=True, trough_threshold=0.1,
-    )[span][:T]  # fmt: skip
+    f0 = _yin(y_pitch, fmin=config.fmin_f0, fmax=config.fmax_f0, sr=pitch_sr, frame_length=frame_length,
+              hop_length=hop, trough_threshold=0.1)[span][:T]  # fmt: skip
     if f0.size < T:
         f0 = np.pad(f0, (0, T - f0.size), constant_values=config.fmax_f0)
     # Voiced: loud enough, and YIN found a period inside the range (not at a bound).
