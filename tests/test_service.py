@@ -1,17 +1,28 @@
-"""EmotionService: off-loop analysis, bounded queue, timeouts, hot swap, close."""
+"""EmotionService: off-loop analysis, bounded queue, timeouts, hot swap, close; thread and process workers."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from ser_engine.errors import ServiceBusyError, ServiceClosedError, ServiceTimeoutError, UndecodableAudioError
+from ser_engine.audio import AudioLimits
+from ser_engine.errors import (
+    AudioTooLargeError,
+    ServiceBusyError,
+    ServiceClosedError,
+    ServiceTimeoutError,
+    UndecodableAudioError,
+)
+from ser_engine.normalization import SpeakerStats
 from ser_engine.predict import DEFAULT_MODEL_PATH, Prediction, Predictor
-from ser_engine.service import EmotionService
+from ser_engine.service import EmotionService, ServiceWorkerError
 
 from .conftest import _require
 
@@ -125,3 +136,178 @@ async def test_closed_service_refuses(predictor, angry_clip):
 def test_bad_arguments():
     with pytest.raises(ValueError):
         EmotionService(object(), workers=0)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ process workers
+# Predictors for process mode must pickle, so these are module-level classes (the
+# worker processes import this module to unpickle them).
+
+#: The input on which :class:`CrashingPredictor` kills its worker process.
+POISON = b"OggS" + b"\x00" * 60 + b"poison: this worker process dies here"
+
+
+class CrashingPredictor(Predictor):
+    """A real predictor whose worker process is killed (SIGKILL, as by the OOM killer) on :data:`POISON`."""
+
+    def predict(self, source, **kwargs):  # type: ignore[override]
+        if source == POISON:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().predict(source, **kwargs)
+
+
+class SleepyPredictor(Predictor):
+    """A real predictor that sleeps ``delay_s`` before every prediction (holds its worker busy)."""
+
+    delay_s = 1.5
+
+    def predict(self, source, **kwargs):  # type: ignore[override]
+        time.sleep(self.delay_s)
+        return super().predict(source, **kwargs)
+
+
+class PidPredictor(Predictor):
+    """A real predictor that reports which process served it, as ``duration_s`` (its process id)."""
+
+    def predict(self, source, **kwargs):  # type: ignore[override]
+        result = super().predict(source, **kwargs)
+        object.__setattr__(result, "duration_s", float(os.getpid()))  # frozen dataclass: tag the serving process
+        return result
+
+
+def _same(a: Prediction, b: Prediction) -> bool:
+    return a.label == b.label and all(abs(a.probabilities[k] - b.probabilities[k]) < 1e-6 for k in a.probabilities)
+
+
+async def test_process_workers_match_the_predictor_in_other_processes(predictor, angry_clip, voice_note_factory):
+    note = voice_note_factory(angry_clip).read_bytes()
+    expected = predictor.predict(note)
+    tagged = PidPredictor(predictor.bundle)
+    async with EmotionService(tagged, workers=2, mode="process") as service:
+        pids = service.worker_pids()
+        assert len(pids) == 2 and os.getpid() not in pids
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        t = asyncio.create_task(ticker())
+        results = await asyncio.gather(*(service.analyse(note) for _ in range(8)))
+        t.cancel()
+        assert {int(r.duration_s) for r in results} <= set(pids)
+        assert all(_same(r, expected) for r in results)
+        assert all(r.features is not None and np.allclose(r.features, expected.features) for r in results)
+        assert ticks > 0, "the event loop was blocked while analysing"
+        assert service.pending == 0
+    assert all(not _alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped) counts as gone
+        return f.read().split(") ", 1)[1][0] != "Z"
+
+
+async def test_process_workers_apply_the_speakers_statistics(predictor, ravdess_dir, voice_note_factory):
+    """Per-user normalisation crosses the process boundary: the worker uses the statistics it is sent."""
+    if predictor.min_clips is None:
+        pytest.skip("the shipped model does not normalise per speaker")
+    clips = sorted((ravdess_dir / "Actor_07").glob("03-01-*.flac"))[:8]
+    stats = SpeakerStats.of(np.stack([predictor.predict(c).features for c in clips[1:]]))
+    assert stats.n >= predictor.min_clips
+    note = voice_note_factory(clips[0]).read_bytes()
+    own = predictor.predict(note, speaker_stats=stats)
+    generic = predictor.predict(note)
+    assert own.normalization == "speaker" and generic.normalization == "fallback"
+    assert not _same(own, generic)
+    async with EmotionService(predictor, workers=1, mode="process") as service:
+        served = await service.analyse(note, speaker_stats=stats)
+        served_generic = await service.analyse(note)
+    assert served.normalization == "speaker" and _same(served, own)
+    assert served_generic.normalization == "fallback" and _same(served_generic, generic)
+
+
+async def test_engine_errors_cross_the_process_boundary_intact(predictor, angry_clip):
+    small = Predictor(predictor.bundle, limits=AudioLimits(max_bytes=10_000))
+    async with EmotionService(small, workers=1, mode="process") as service:
+        with pytest.raises(UndecodableAudioError):
+            await service.analyse(b"definitely not audio" * 10)
+        with pytest.raises(AudioTooLargeError) as err:  # its __init__ takes numbers, not the message
+            await service.analyse(angry_clip.read_bytes())
+        assert err.value.limit_bytes == 10_000 and err.value.size_bytes == angry_clip.stat().st_size
+        assert "too big" in err.value.user_message
+        assert service.pending == 0 and service.restarts == 0
+
+
+async def test_a_dying_worker_process_is_replaced_and_its_request_gets_a_clear_error(predictor, angry_clip):
+    data = angry_clip.read_bytes()
+    expected = predictor.predict(data)
+    async with EmotionService(CrashingPredictor(predictor.bundle), workers=2, mode="process") as service:
+        before = set(service.worker_pids())
+        generation = service.generation
+        with pytest.raises(ServiceWorkerError) as err:
+            await service.analyse(POISON)
+        assert "try again" in err.value.user_message
+        assert service.restarts == 1 and service.generation == generation + 1
+        results = await asyncio.gather(*(service.analyse(data) for _ in range(4)))  # the new pool serves
+        assert all(_same(r, expected) for r in results)
+        after = set(service.worker_pids())
+        assert len(after) == 2 and not after & before
+        assert service.pending == 0
+    assert all(not _alive(pid) for pid in before | after)
+
+
+async def test_process_timeout_frees_the_caller_and_later_the_worker(predictor, angry_clip):
+    service = EmotionService(SleepyPredictor(predictor.bundle), workers=1, timeout_s=0.3, mode="process")
+    await service.start()
+    data = angry_clip.read_bytes()
+    started = time.monotonic()
+    with pytest.raises(ServiceTimeoutError):
+        await service.analyse(data)
+    assert time.monotonic() - started < 1.2  # the caller did not wait for the 1.5 s sleep
+    service.timeout_s = 10
+    assert (await service.analyse(data)).label == predictor.predict(data).label  # waited for the slot, then ran
+    assert service.restarts == 0
+    await service.close()
+
+
+async def test_process_swap_serves_new_requests_with_the_new_model(predictor, angry_clip):
+    """After a swap (retrain, rollback) new requests use the new model; the one in flight keeps the old."""
+    data = angry_clip.read_bytes()
+    old = SleepyPredictor(predictor.bundle, unsure_below=0.0)  # never unsure
+    new = Predictor(predictor.bundle, unsure_below=1.0)  # always unsure
+    service = EmotionService(old, workers=1, mode="process")
+    await service.start()
+    old_pids = set(service.worker_pids())
+    in_flight = asyncio.create_task(service.analyse(data))
+    await asyncio.sleep(0.2)  # submitted to the old pool, sleeping there
+    assert service.swap_predictor(new) is old
+    assert service.predictor is new and service.generation == 1
+    first_new = await service.analyse(data)
+    assert first_new.unsure and not (await in_flight).unsure
+    assert set(service.worker_pids()).isdisjoint(old_pids)
+    for _ in range(50):  # the retired pool exits once its request is done
+        if not any(_alive(pid) for pid in old_pids):
+            break
+        await asyncio.sleep(0.1)
+    assert not any(_alive(pid) for pid in old_pids)
+    assert service.swap_predictor(old) is new  # a rollback: the old model again
+    assert not (await service.analyse(data)).unsure
+    await service.close()
+
+
+async def test_process_mode_refuses_what_cannot_reach_a_worker(predictor):
+    with pytest.raises(TypeError, match="pickle"):
+        EmotionService(SlowPredictor(predictor, threading.Event()), mode="process")  # type: ignore[arg-type]
+    service = EmotionService(predictor, workers=1, mode="process")
+    with pytest.raises(TypeError, match="pickle"):
+        service.swap_predictor(SlowPredictor(predictor, threading.Event()))  # type: ignore[arg-type]
+    assert service.predictor is predictor and service.generation == 0
+    await service.close()
+    with pytest.raises(ValueError, match="mode"):
+        EmotionService(predictor, mode="fork")  # type: ignore[arg-type]
