@@ -122,6 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(settings.log_level, secrets=[settings.discord_token.get_secret_value()])
 
+    if settings.ser_worker_mode == "process":
+        # The worker processes' forkserver imports the engine while this process goes on.
+        from ser_engine.service import prestart_process_workers
+
+        prestart_process_workers()
+
     problem = _model_problem(settings)
     if problem is not None:
         print(f"ser-bot: cannot load the model: {problem}", file=sys.stderr)

@@ -171,7 +171,8 @@ class SERBot(commands.Bot):
         predictor = await asyncio.to_thread(Predictor.load, s.ser_model_path, limits=limits)
         self.model_version = await asyncio.to_thread(model_version, s.ser_model_path)
         self.service = EmotionService(
-            predictor, workers=s.ser_workers, max_pending=s.ser_max_pending, timeout_s=s.ser_request_timeout_s
+            predictor, workers=s.ser_workers, max_pending=s.ser_max_pending, timeout_s=s.ser_request_timeout_s,
+            mode=s.ser_worker_mode,
         )
         await self.service.start()
         await self.open_store()

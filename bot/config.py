@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,7 +47,13 @@ class Settings(BaseSettings):
         ``SER_MODEL_PATH``, model bundle (``.joblib`` with its ``.json``
         sidecar); relative paths are relative to the working directory.
     ser_workers : int
-        ``SER_WORKERS``, analyses that run at once (threads, default 2).
+        ``SER_WORKERS``, analyses that run at once (worker threads or
+        processes, default 2).
+    ser_worker_mode : {"process", "thread"}
+        ``SER_WORKER_MODE``: run analyses in worker processes (default;
+        feature extraction holds the GIL, so threads barely add throughput)
+        or in threads of the bot process (less memory in all, one process).
+        See :class:`ser_engine.service.EmotionService`.
     ser_max_pending : int
         ``SER_MAX_PENDING``, analyses accepted at once, running or waiting;
         more are refused as busy (default 16).
@@ -102,6 +109,7 @@ class Settings(BaseSettings):
     sync_commands: bool = True
     ser_model_path: Path = DEFAULT_MODEL_PATH
     ser_workers: int = Field(2, ge=1, le=64)
+    ser_worker_mode: Literal["process", "thread"] = "process"
     ser_max_pending: int = Field(16, ge=1)
     ser_request_timeout_s: float = Field(30.0, gt=0)
     ser_download_timeout_s: float = Field(20.0, gt=0)
@@ -154,6 +162,11 @@ class Settings(BaseSettings):
         url = value.get_secret_value().strip()
         normalise_database_url(url)  # ValueError names the problem, never the URL (it may hold a password)
         return SecretStr(url)
+
+    @field_validator("ser_worker_mode", mode="before")
+    @classmethod
+    def _mode_lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level")
     @classmethod

@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .normalization import RunningStatsLike
     from .predict import Prediction, Predictor
 
-__all__ = ["WORKER_MODES", "EmotionService", "ServiceWorkerError", "WorkerMode"]
+__all__ = ["WORKER_MODES", "EmotionService", "ServiceWorkerError", "WorkerMode", "prestart_process_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,11 @@ WorkerMode = Literal["thread", "process"]
 WORKER_MODES: Final[tuple[str, ...]] = ("thread", "process")
 
 #: Modules the forkserver imports once, so that every worker process it forks
-#: starts with numpy, librosa/numba, scikit-learn and the engine already loaded
-#: (and shares those pages copy-on-write with its siblings).
-_FORKSERVER_PRELOAD: Final[list[str]] = ["ser_engine.predict", "ser_engine.service"]
+#: starts with numpy, scipy, scikit-learn, the engine and what the engine imports
+#: on its first prediction (librosa's filter banks with numba, PyAV) already
+#: loaded, and shares those pages copy-on-write with its siblings.  A name that
+#: does not import is skipped by the forkserver.
+_FORKSERVER_PRELOAD: Final[list[str]] = ["ser_engine.predict", "ser_engine.service", "librosa.filters", "av"]
 
 #: Seconds :meth:`EmotionService.start` waits for worker processes to load the
 #: model and warm up (a cold ``spawn`` start imports librosa and scikit-learn: ~3-10 s
@@ -197,6 +199,28 @@ def _process_context() -> multiprocessing.context.BaseContext:
         ctx.set_forkserver_preload(_FORKSERVER_PRELOAD)  # no effect once the forkserver runs
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def prestart_process_workers() -> None:
+    """Start the forkserver (and its imports) in the background, ahead of the first process pool.
+
+    The forkserver imports numpy, scipy, scikit-learn, librosa and the engine
+    once (~2-4 s of CPU); starting it while the caller still imports and loads
+    its own modules overlaps the two on a second core.  Does nothing where
+    the ``spawn`` start method is used.  Safe to call more than once.
+    """
+    ctx = _process_context()
+    if ctx.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    def run() -> None:
+        try:
+            forkserver.ensure_running()
+        except Exception as exc:  # the first pool will try again and report it
+            log.warning("emotion service: the forkserver did not start early: %s", exc)
+
+    threading.Thread(target=run, name="ser-forkserver-start", daemon=True).start()
 
 
 class _Pool:

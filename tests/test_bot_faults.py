@@ -168,6 +168,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
             tmp_path_factory.mktemp("fault-data"),
             tmp_path_factory.mktemp("fault-registry"),
             ser_workers=2,
+            ser_worker_mode="thread",  # the faults below are injected by monkeypatching code of this process
             ser_max_pending=64,
             ser_request_timeout_s=60,
             ser_user_max_notes=50,

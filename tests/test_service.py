@@ -311,3 +311,16 @@ async def test_process_mode_refuses_what_cannot_reach_a_worker(predictor):
     await service.close()
     with pytest.raises(ValueError, match="mode"):
         EmotionService(predictor, mode="fork")  # type: ignore[arg-type]
+
+
+def test_the_bot_setting_chooses_the_worker_mode(monkeypatch):
+    from pydantic import ValidationError
+
+    monkeypatch.delenv("SER_WORKER_MODE", raising=False)
+    from bot.config import Settings
+
+    token = "MTA5.test.not-a-real-token"
+    assert Settings(_env_file=None, discord_token=token).ser_worker_mode == "process"  # the measured default
+    assert Settings(_env_file=None, discord_token=token, ser_worker_mode=" Thread ").ser_worker_mode == "thread"
+    with pytest.raises(ValidationError, match="ser_worker_mode"):
+        Settings(_env_file=None, discord_token=token, ser_worker_mode="fork")

@@ -10,14 +10,13 @@ the audio nor the vectors -- and deletes them with the user's data. Below
 the model's ``min_clips`` the predictor uses the training speakers'
 statistics instead.
 
-Decoding and feature extraction run in the service's worker threads; the
-re-classification with the speaker's statistics (one scaler and MLP pass) in
-a thread of the default executor. The event loop only awaits.
+The speaker's statistics travel with the request to the service's workers
+(threads or processes), which decode, extract the features, normalise them
+with those statistics and classify. The event loop only awaits.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -60,7 +59,7 @@ async def analyse_for_speaker(
     Parameters
     ----------
     service : EmotionService
-        The analysis service (decoding and features run in its worker threads).
+        The analysis service (decoding, features and classification run in its workers).
     store : Store or None
         Where the statistics live; ``None`` or unavailable: global (fallback)
         statistics are used and nothing is updated.
@@ -95,21 +94,17 @@ async def analyse_for_speaker(
             if not isinstance(exc, StoreUnavailableError):
                 log.error("reading speaker statistics failed; using global statistics", exc_info=exc)
             stats = None
-    prediction = await service.analyse(data)
+    if stats is not None and stats.mean.size != predictor.bundle.feature_config.n_features:
+        stats = None
+    # The statistics travel with the request: the worker (thread or process) normalises with them.
+    prediction = await service.analyse(data, speaker_stats=stats)
     features = prediction.features
     if service.predictor is not predictor and feature_key(service.predictor) != key:
         # The model changed meanwhile: the service may have used the new one; the
-        # vector's configuration is unknown, so neither re-classify nor learn from it.
+        # vector's configuration is unknown, so do not learn from it.
         return prediction, feature_key(service.predictor) if features is None else _key_for(service, features, key)
     if features is None:
         return prediction, key
-    if stats is not None and stats.mean.size == features.size:
-        try:
-            prediction = await asyncio.to_thread(
-                predictor.classify_features, features, speaker_stats=stats, duration_s=prediction.duration_s
-            )
-        except ValueError:
-            log.exception("re-classifying with the speaker's statistics failed; keeping the global answer")
     if learn and store is not None and speaker_id is not None and np.all(np.isfinite(features)):
         try:
             await store.update_speaker_stats(speaker_id, key, features)
