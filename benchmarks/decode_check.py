@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.decode_check", description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=96, help="RAVDESS clips to turn into notes (default 96)")
     parser.add_argument("--reps", type=int, default=40, help="timed repetitions per decoder and note (default 40)")
-    parser.add_argument("--model", default=os.environ.get("SER_MODEL_PATH") or str(ROOT / "models" / "ravdess-8class.joblib"))
+    default_model = os.environ.get("SER_MODEL_PATH") or str(ROOT / "models" / "ravdess-8class.joblib")
+    parser.add_argument("--model", default=default_model)
     parser.add_argument("--corpus", type=Path, default=RAVDESS_DIR)
     parser.add_argument("--opus-decoder", choices=("libopus", "opus"), default="libopus",
                         help="FFmpeg decoder of the new path for Opus (default libopus, as the engine)")
@@ -201,8 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     cmp = compare_predictions(notes, predictor)
     result["predictions"] = cmp
     print(f"\n{cmp['n']} RAVDESS clips as voice notes, old decode vs new ({args.opus_decoder}):")
-    print(f"  labels changed: {cmp['labels_changed']} of {cmp['n']}" + "".join(f"\n    {c[0]}: {c[1]} -> {c[2]}" for c in cmp["changed"]))
-    print(f"  max |old - new| sample difference: {cmp['max_abs_diff']:.3g} (median over notes {cmp['median_max_abs_diff']:.3g})")
+    print(f"  labels changed: {cmp['labels_changed']} of {cmp['n']}")
+    for name, old, new in cmp["changed"]:
+        print(f"    {name}: {old} -> {new}")
+    print(f"  max |old - new| sample difference: {cmp['max_abs_diff']:.3g}"
+          f" (median over notes {cmp['median_max_abs_diff']:.3g})")
     print(f"  max length difference: {cmp['max_len_diff']} samples at 16 kHz")
     print(f"  max class-probability difference: {cmp['max_proba_diff']:.3g}")
     if args.json:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import wave
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -181,3 +184,233 @@ def test_8bit_wav_via_wave_module():
     out = load_audio(buf.getvalue())
     assert abs(len(out) - round(16000 * 16000 / 11025)) <= 2
     assert 0.2 < np.abs(out).max() < 0.6
+
+
+# ---------------------------------------------------------------- PyAV path
+# Discord voice notes (Ogg/Opus, 48 kHz, mono) decode in process with PyAV,
+# libopus for the Opus packets; before, libsndfile decoded them (also with
+# libopus).  `decoder="soundfile"` is that old path.
+#
+# Tolerance between the two: both run libopus's float decoder on the same
+# packets and the same soxr HQ resampler, but libopus builds are not
+# bit-exact across versions and SIMD/fixed-point builds (RFC 6716 asks a
+# decoder to pass a quality test, not to match sample for sample).  Measured
+# here (libopus 1.6 in PyAV, 1.3 in libsndfile): at most 2e-7.  Allowed:
+# 1e-4, -80 dBFS or about three steps of 16-bit audio, which a fixed-point or
+# 16-bit-output build stays within; FFmpeg's own Opus decoder, which the
+# engine deliberately does not use, differs by about 0.3.
+OPUS_TOLERANCE = 1e-4
+
+
+def _probe_duration_s(ffmpeg: str, path: Path) -> float:
+    ffprobe = str(Path(ffmpeg).with_name("ffprobe"))
+    out = subprocess.run(
+        [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "default=nw=1:nk=1", str(path)],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    return float(out.stdout)
+
+
+def _lavfi(ffmpeg: str, spec: str, dst: Path, *args: str) -> Path:
+    """Encode a generated signal (an ffmpeg lavfi source such as ``anoisesrc=...``)."""
+    subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", spec, *args, str(dst)],
+                   check=True, timeout=120)  # fmt: skip
+    return dst
+
+
+@pytest.fixture(scope="module")
+def notes(voice_note_factory, fixture_clips) -> list[tuple[Path, Path]]:
+    """(source clip, voice note) for the four fixture clips."""
+    return [(clip, voice_note_factory(clip)) for clip in fixture_clips]
+
+
+def test_voice_notes_decode_as_the_old_path_did(notes):
+    for clip, note in notes:
+        data = note.read_bytes()
+        new = load_audio(data)
+        old = load_audio(data, decoder="soundfile")
+        assert new.dtype == np.float32 and new.shape == old.shape, clip.name
+        diff = float(np.abs(new - old).max())
+        assert diff < OPUS_TOLERANCE, f"{clip.name}: max |new - old| = {diff:.2e}"
+        # The default path for Ogg/Opus is PyAV, from bytes or from the path alike.
+        np.testing.assert_array_equal(new, load_audio(data, decoder="pyav"))
+        np.testing.assert_array_equal(new, load_audio(note))
+
+
+def test_voice_note_duration_matches_the_source_and_the_header(notes, ffmpeg):
+    # Ogg/Opus records the encoder's pre-skip and the last sample's position:
+    # a correct decoder gives back exactly the source's length.
+    for clip, note in notes:
+        n_source = sf.info(clip).frames
+        y = load_audio(note)
+        assert abs(len(y) - n_source) <= 1, clip.name
+        # ffprobe states the last granule position, which counts the pre-skip
+        # (OpusHead bytes 10-11, in 48 kHz samples) the decoder drops.
+        data = note.read_bytes()
+        head = data.index(b"OpusHead")
+        pre_skip_s = int.from_bytes(data[head + 10 : head + 12], "little") / 48_000
+        assert len(y) / TARGET_SR == pytest.approx(_probe_duration_s(ffmpeg, note) - pre_skip_s, abs=1.5 / TARGET_SR)
+        y48 = load_audio(note, sr=48_000)
+        assert abs(len(y48) - 3 * n_source) <= 3
+
+
+def test_voice_note_predicts_the_same_label_as_the_old_path(notes, predictor):
+    for clip, note in notes:
+        data = note.read_bytes()
+        old = predictor.predict_signal(load_audio(data, decoder="soundfile"))
+        new = predictor.predict(data)
+        assert new.label == old.label, clip.name
+        assert max(abs(new.probabilities[k] - old.probabilities[k]) for k in old.probabilities) < 0.01
+
+
+def test_stereo_opus_is_averaged_like_the_old_path(ffmpeg, angry_clip, tmp_path):
+    # Left: the clip; right: the clip at half level, delayed by 10 ms.
+    stereo = encode(ffmpeg, angry_clip, tmp_path / "stereo.ogg",
+                    "-af", "pan=stereo|c0=c0|c1=0.5*c0,adelay=0|10",
+                    "-c:a", "libopus", "-b:a", "64k", "-ar", "48000")  # fmt: skip
+    assert sf.info(stereo).channels == 2
+    new = load_audio(stereo)
+    old = load_audio(stereo, decoder="soundfile")
+    assert new.shape == old.shape
+    assert float(np.abs(new - old).max()) < OPUS_TOLERANCE
+
+
+def test_webm_holding_the_same_packets_decodes_identically(ffmpeg, notes, tmp_path):
+    # Remuxing (no re-encoding) into WebM: same Opus packets, same samples.
+    _, note = notes[0]
+    webm = encode(ffmpeg, note, tmp_path / "same.webm", "-c:a", "copy")
+    np.testing.assert_array_equal(load_audio(webm), load_audio(note))
+
+
+@pytest.mark.parametrize("fmt", ["m4a_aac", "mp3", "ogg_vorbis", "webm_opus"])
+def test_other_lossy_formats_decode_in_process_like_ffmpeg(fmt, ffmpeg, angry_clip, tmp_path):
+    # Same FFmpeg decoders (PyAV's copy of the libraries, the ffmpeg tool's):
+    # same length, and the same samples within float rounding for the
+    # codecs both run identically (AAC, MP3, Vorbis).  Opus in WebM: PyAV
+    # uses libopus where the ffmpeg tool uses FFmpeg's own decoder, and the
+    # two FFmpeg versions treat WebM's codec delay of a 16 kHz source
+    # differently (a few ms); only the length is compared.
+    name, args = FORMATS[fmt]
+    path = encode(ffmpeg, angry_clip, tmp_path / name, *args)
+    new = load_audio(path, decoder="pyav")
+    ref = load_audio(path, decoder="ffmpeg")
+    assert abs(len(new) - len(ref)) <= 0.01 * TARGET_SR
+    if fmt != "webm_opus":
+        assert len(new) == len(ref)
+        assert float(np.abs(new - ref).max()) < 1e-3
+
+
+def test_truncated_ogg_opus(notes):
+    _, note = notes[-1]  # the angry clip: speech from early on
+    data = note.read_bytes()
+    full = load_audio(data)
+    # Page 1 is the OpusHead, page 2 the OpusTags, audio starts on page 3.
+    audio_start = data.index(b"OggS", data.index(b"OggS", 4) + 4)
+    for cut in (4, 27, 40, audio_start - 1):  # inside the header pages
+        with pytest.raises(UndecodableAudioError):
+            load_audio(data[:cut])
+    with pytest.raises((UndecodableAudioError, EmptyAudioError)):  # headers only, no audio page
+        load_audio(data[:audio_start])
+    # Cut inside the audio: the pages that arrived decode, and are the start
+    # of the note (each signal has its own mean removed: compare without it).
+    part = load_audio(data[: int(0.6 * len(data))])
+    assert 0.2 * len(full) < len(part) < 0.8 * len(full)
+    n = len(part) - TARGET_SR // 10  # the last packet's samples may differ (no end trimming)
+    offset = full[:n].mean() - part[:n].mean()
+    assert float(np.abs(part[:n] + offset - full[:n]).max()) < OPUS_TOLERANCE
+
+
+def test_garbage_behind_an_ogg_signature_is_undecodable():
+    rng = np.random.default_rng(3)
+    for payload in (b"OggS" + rng.bytes(4000), b"OggS\x00\x02" + bytes(22) + b"\x01\x13OpusHead" + rng.bytes(2000)):
+        with pytest.raises(UndecodableAudioError) as err:
+            load_audio(payload)
+        assert "couldn't read" in str(err.value)
+
+
+def test_damaged_ogg_pages_give_audio_or_an_engine_error(notes):
+    # Bytes flipped inside the audio pages: Ogg's page CRC makes the demuxer
+    # drop those pages; the rest decodes, and nothing but engine errors escapes.
+    _, note = notes[1]
+    data = bytearray(note.read_bytes())
+    rng = np.random.default_rng(4)
+    for pos in rng.integers(len(data) // 4, len(data), size=40):
+        data[pos] ^= 0xFF
+    try:
+        y = load_audio(bytes(data))
+    except SERError:
+        return
+    assert y.dtype == np.float32 and np.isfinite(y).all()
+
+
+def test_too_long_ogg_is_refused_from_the_header(notes):
+    _, note = notes[0]
+    with pytest.raises(AudioTooLongError) as err:
+        load_audio(note, limits=AudioLimits(max_duration_s=1.0))
+    assert err.value.duration_s > 3.0
+
+
+def test_decoded_samples_are_capped_while_decoding(notes, monkeypatch):
+    # A container that states no duration (or a short one): PyAV stops at the
+    # first frame past the limit instead of decoding everything first.
+    import ser_engine.audio as audio
+
+    monkeypatch.setattr(audio, "_header_duration_s", lambda container, stream: 0.0)
+    decoded_frames = []
+    real = audio._frame_to_mono
+
+    def spy(frame):
+        decoded_frames.append(frame.samples)
+        return real(frame)
+
+    monkeypatch.setattr(audio, "_frame_to_mono", spy)
+    _, note = notes[0]
+    with pytest.raises(AudioTooLongError) as err:
+        load_audio(note, limits=AudioLimits(max_duration_s=1.0), decoder="pyav")
+    assert 1.0 < err.value.duration_s < 1.05
+    assert sum(decoded_frames) == 0  # refused before the first 10 s block was even converted
+
+
+def test_pyav_decode_stops_at_the_wall_clock_limit(ffmpeg, tmp_path, monkeypatch):
+    import ser_engine.audio as audio
+
+    note = _lavfi(ffmpeg, "anoisesrc=r=48000:a=0.1", tmp_path / "long.ogg", "-t", "30", "-c:a", "libopus", "-ac", "1")
+    # A clock that advances half a second at every look, seen by the decoder only.
+    clock = iter(np.arange(0.0, 1e6, 0.5))
+    monkeypatch.setattr(audio, "time", SimpleNamespace(monotonic=lambda: float(next(clock))))
+    with pytest.raises(UndecodableAudioError) as err:
+        load_audio(note, limits=AudioLimits(ffmpeg_timeout_s=5.0), decoder="pyav")
+    assert "too long" in str(err.value)
+
+
+def test_ffmpeg_subprocess_timeout_still_kills_the_decoder(ffmpeg, tmp_path):
+    # The subprocess is the last resort now; its timeout must still hold.
+    data = _lavfi(ffmpeg, "anoisesrc=r=8000:a=0.1", tmp_path / "long.m4a", "-t", "600", "-ac", "1", "-c:a", "aac")
+    with pytest.raises(UndecodableAudioError) as err:
+        load_audio(data, limits=AudioLimits(max_duration_s=3000, ffmpeg_timeout_s=0.05), decoder="ffmpeg")
+    assert "too long" in str(err.value)
+    children = subprocess.run(["ps", "-o", "comm=", "--ppid", str(os.getpid())], capture_output=True, text=True)
+    assert "ffmpeg" not in children.stdout
+
+
+def test_without_pyav_voice_notes_still_decode(notes, monkeypatch):
+    import ser_engine.audio as audio
+
+    _, note = notes[0]
+    expected = load_audio(note, decoder="soundfile")
+    monkeypatch.setattr(audio, "_pyav", lambda: None)
+    np.testing.assert_array_equal(load_audio(note), expected)
+    with pytest.raises(UndecodableAudioError):
+        load_audio(note, decoder="pyav")
+
+
+def test_a_forced_decoder_has_no_fallback(notes, angry_clip, ffmpeg, tmp_path):
+    _, note = notes[0]
+    with pytest.raises(ValueError):
+        load_audio(note, decoder="librosa")  # type: ignore[arg-type]
+    m4a = encode(ffmpeg, angry_clip, tmp_path / "clip.m4a", "-c:a", "aac")
+    with pytest.raises(UndecodableAudioError):
+        load_audio(m4a, decoder="soundfile")  # libsndfile does not read MP4
+    assert load_audio(m4a, decoder="pyav").size == load_audio(m4a).size
+    # FLAC through PyAV: the same samples as through libsndfile.
+    np.testing.assert_allclose(load_audio(angry_clip, decoder="pyav"), load_audio(angry_clip), atol=1e-6)
