@@ -13,6 +13,15 @@ Filter banks depend only on the configuration, so they are built once per
 process and cached, not rebuilt per call as ``librosa.feature.chroma_stft``
 does.
 
+The descriptors are librosa 0.11's (the model was trained on them), computed
+with numpy/scipy directly: the same numbers (bit for bit except the two
+edge frames of each delta, which differ by float rounding), without
+librosa's per-call rebuilds and without importing librosa at all, whose
+numba kernels hold the GIL and whose import costs about 120 MB per process.
+Nearly all the work is in large numpy/scipy calls that release the GIL, so
+several threads can extract features at once.  ``tests/test_features.py``
+checks every piece against librosa and whole vectors against frozen ones.
+
 References
 ----------
 The "tutorial" configuration reproduces the feature set of the widely copied
@@ -208,9 +217,11 @@ class FeatureConfig:
 
 # ----------------------------------------------------------------- caches
 # Everything that depends only on the configuration is built once per process.
-# librosa (imported lazily, only to build the two filter banks) is the
-# definition of every descriptor here; tests/test_features.py checks each
-# re-implementation below against its librosa function on real speech.
+# librosa 0.11 is the definition of every descriptor here, but extraction does
+# not import it: librosa loads numba and LLVM (about 120 MB per process, and a
+# fresh install compiles its kernels on first use, ~30 s), and its numba
+# kernels hold the GIL.  tests/test_features.py checks each numpy version
+# below against its librosa function, on real speech.
 @functools.lru_cache(maxsize=16)
 def _window_energy(win_length: int) -> float:
     """Sum of squares of the periodic Hann window of ``win_length`` samples."""
@@ -231,18 +242,86 @@ def _stft_window(n_fft: int, win_length: int) -> np.ndarray:
     return win
 
 
+# Slaney's mel scale (Auditory Toolbox, 1998), as librosa's default (htk=False):
+# linear below 1 kHz (200/3 Hz per mel), logarithmic above (27 mels per factor 6.4).
+_MEL_F_SP: Final[float] = 200.0 / 3
+_MEL_MIN_LOG_HZ: Final[float] = 1000.0
+_MEL_MIN_LOG_MEL: Final[float] = _MEL_MIN_LOG_HZ / _MEL_F_SP
+_MEL_LOGSTEP: Final[float] = float(np.log(6.4) / 27.0)
+
+
+def _hz_to_mel(hz: float) -> np.float64:
+    """Slaney mel of a frequency in Hz (``librosa.hz_to_mel(htk=False)`` of a scalar)."""
+    f = np.float64(hz)
+    if f >= _MEL_MIN_LOG_HZ:
+        return _MEL_MIN_LOG_MEL + np.log(f / _MEL_MIN_LOG_HZ) / _MEL_LOGSTEP
+    return f / _MEL_F_SP
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """Frequencies in Hz of Slaney mels (``librosa.mel_to_hz(htk=False)``)."""
+    hz = _MEL_F_SP * mels
+    log = mels >= _MEL_MIN_LOG_MEL
+    hz[log] = _MEL_MIN_LOG_HZ * np.exp(_MEL_LOGSTEP * (mels[log] - _MEL_MIN_LOG_MEL))
+    return hz
+
+
 @functools.lru_cache(maxsize=16)
 def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
-    import librosa
+    """Slaney-normalised triangular mel filter bank: (n_mels, 1 + n_fft // 2), float32.
 
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=np.float32)
+    The same numbers as ``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels,
+    fmin=fmin, fmax=fmax, dtype=np.float32)`` (librosa 0.11: triangles between
+    mel-spaced edge frequencies, each scaled by 2 / its width in Hz for equal
+    area; the float64 triangles are rounded to float32 before that scaling),
+    built in numpy so that extraction never imports librosa, whose import
+    loads numba and LLVM (about 120 MB of memory in a worker process).
+    tests/test_features.py checks equality with librosa's.
+    """
+    fmax = float(sr) / 2 if fmax is None else fmax
+    fft_hz = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    widths = np.diff(edges)
+    dist = np.subtract.outer(edges, fft_hz)  # (n_mels + 2, n_bins): edge minus bin frequency
+    rising = -dist[:-2] / widths[:-1, None]
+    falling = dist[2:] / widths[1:, None]
+    weights = np.maximum(0, np.minimum(rising, falling)).astype(np.float32)
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    weights.flags.writeable = False
+    return weights
 
 
 @functools.lru_cache(maxsize=16)
 def _chroma_basis(sr: int, n_fft: int) -> np.ndarray:
-    import librosa
+    """Chroma filter bank of 12 pitch classes, C first: (12, 1 + n_fft // 2), float32.
 
-    return librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=0.0, dtype=np.float32)
+    The same numbers as ``librosa.filters.chroma(sr=sr, n_fft=n_fft,
+    tuning=0.0, dtype=np.float32)`` with its defaults (Ellis's chromagram
+    filters: for each FFT bin a Gaussian bump over the pitch classes, of
+    width the bin's spacing in semitones, each bin's bumps L2-normalised,
+    then weighted by a Gaussian over octaves centred on octave 5 with a
+    2-octave half-width), built in numpy for the reason given at
+    :func:`_mel_basis`.  tests/test_features.py checks equality with librosa's.
+    """
+    n_chroma, center_octave, octave_width = 12, 5.0, 2
+    bin_hz = np.linspace(0, sr, n_fft, endpoint=False)[1:]
+    # Position of each bin in semitones above C0-ish (A440 / 16), tuning 0.
+    semis = n_chroma * np.log2(bin_hz / (float(440.0 * 2.0 ** (0.0 / n_chroma)) / 16))
+    semis = np.concatenate(([semis[0] - 1.5 * n_chroma], semis))  # 0 Hz: 1.5 octaves below bin 1
+    spacing = np.concatenate((np.maximum(semis[1:] - semis[:-1], 1.0), [1]))
+    half = np.round(float(n_chroma) / 2)
+    # Distance of each bin to each pitch class, wrapped to [-6, 6) semitones.
+    dist = np.subtract.outer(semis, np.arange(0, n_chroma, dtype="d")).T
+    dist = np.remainder(dist + half + 10 * n_chroma, n_chroma) - half
+    w = np.exp(-0.5 * (2 * dist / spacing[None, :]) ** 2)
+    norm = np.sum(np.abs(w) ** 2, axis=0, keepdims=True) ** (1.0 / 2)
+    norm[norm < np.finfo(w.dtype).tiny] = 1.0
+    w = w / norm
+    w *= np.exp(-0.5 * (((semis / n_chroma - center_octave) / octave_width) ** 2))[None, :]
+    w = np.roll(w, -3 * (n_chroma // 12), axis=0)  # start at C, not A
+    out = np.ascontiguousarray(w[:, : int(1 + n_fft / 2)], dtype=np.float32)
+    out.flags.writeable = False
+    return out
 
 
 @functools.lru_cache(maxsize=16)
@@ -378,14 +457,14 @@ def _summarise(M: np.ndarray, stats: Sequence[str]) -> np.ndarray:
     M64 = np.ascontiguousarray(M, dtype=np.float64)
     pct_idx = [i for i, s in enumerate(stats) if s in ("p10", "p50", "p90")]
     if pct_idx:
-        # Linear interpolation between order statistics, as np.percentile; one
-        # partial sort (np.partition) places every order statistic needed.
-        pos = {i: float(stats[i][1:]) / 100.0 * (T - 1) for i in pct_idx}
-        lo = {i: int(np.floor(p)) for i, p in pos.items()}
-        hi = {i: min(lo[i] + 1, T - 1) for i in pct_idx}
-        srt = np.partition(M64, sorted(set(lo.values()) | set(hi.values())), axis=1)
+        # One sort serves every percentile (linear interpolation, as np.percentile).
+        # (A full sort: numpy's vectorised sort beats np.partition with several kth here.)
+        srt = np.sort(M64, axis=1)
         for i in pct_idx:
-            out[:, i] = srt[:, lo[i]] + (pos[i] - lo[i]) * (srt[:, hi[i]] - srt[:, lo[i]])
+            pos = float(stats[i][1:]) / 100.0 * (T - 1)
+            lo = int(np.floor(pos))
+            hi = min(lo + 1, T - 1)
+            out[:, i] = srt[:, lo] + (pos - lo) * (srt[:, hi] - srt[:, lo])
     mean = M64.mean(axis=1)
     for i, s in enumerate(stats):
         if s == "mean":
@@ -429,24 +508,25 @@ def _spectral_contrast(S: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """``librosa.feature.spectral_contrast(S=S, sr, n_fft, freq)`` with default bands: (7, T), dB.
 
     Per band, the mean of the ``n`` smallest and of the ``n`` largest
-    magnitudes (``n`` = 2 % of the band, at least 1), found with a partial
-    sort instead of a full one; the selected values are summed in the same
-    ascending order as librosa's, so the numbers are the same.
+    magnitudes (``n`` = 2 % of the band, at least 1): a minimum and a
+    maximum where ``n`` is 1 (all bands but one at the default framing)
+    instead of a sort, otherwise librosa's sort, so the numbers are the same.
     """
     bands = _contrast_bands(config.sr, config.n_fft)
-    T = S.shape[1]
-    valley = np.zeros((len(bands), T))
-    peak = np.zeros_like(valley)
+    starts = [first for first, _, _ in bands]
+    if all(stop == nxt for (_, stop, _), nxt in zip(bands, [*starts[1:], S.shape[0]])):
+        # The bands tile the spectrum from starts[0] up: every band's extremes in one reduction.
+        valley = np.minimum.reduceat(S, starts, axis=0).astype(np.float64)
+        peak = np.maximum.reduceat(S, starts, axis=0).astype(np.float64)
+    else:
+        valley = np.stack([S[first:stop].min(axis=0) for first, stop, _ in bands]).astype(np.float64)
+        peak = np.stack([S[first:stop].max(axis=0) for first, stop, _ in bands]).astype(np.float64)
     for k, (first, stop, n) in enumerate(bands):
-        sub = S[first:stop]
-        if n == 1:
-            valley[k] = sub.min(axis=0)
-            peak[k] = sub.max(axis=0)
-        else:
-            m = stop - first
-            part = np.partition(sub, (n - 1, m - n), axis=0)
-            valley[k] = np.mean(np.sort(part[:n], axis=0), axis=0)
-            peak[k] = np.mean(np.sort(part[m - n :], axis=0), axis=0)
+        if n > 1:
+            # C order, as librosa's boolean-mask copy: np.mean then adds the rows in the same order.
+            srt = np.sort(np.ascontiguousarray(S[first:stop]), axis=0)
+            valley[k] = np.mean(srt[:n], axis=0)
+            peak[k] = np.mean(srt[-n:], axis=0)
     return _power_to_db(peak, top_db=80.0) - _power_to_db(valley, top_db=80.0)
 
 
@@ -661,7 +741,7 @@ def _yin(
     acf = scipy.fft.irfft(spec.real**2 + spec.imag**2, n=n_pad, axis=-1)[:, : max_period + 1]
     # Difference function d(k) = 2 (r(0) - r(k)) - sum_{m<k} y(m)^2 (with librosa's
     # zero energy term at k = 1), then its cumulative mean normalisation.
-    energy = np.cumsum(np.square(frames), axis=-1)[:, :max_period]
+    energy = np.cumsum(np.square(frames[:, :max_period]), axis=-1)
     energy[:, 0] = 0
     diff = 2 * (acf[:, :1] - acf[:, 1:]) - energy
     cumulative_mean = np.cumsum(diff, axis=-1) / np.arange(1, max_period + 1)
@@ -769,8 +849,9 @@ def extract_many(
     else:
         from joblib import Parallel, delayed
 
-        # The first clip runs here, before any worker starts: librosa's numba
-        # kernels are compiled and cached by one process, not raced by several.
+        # The first clip runs here, before any worker starts (this once let
+        # librosa's numba kernels compile in one process; extraction no longer
+        # uses librosa or numba).
         it = iter(it)
         first = _one(next(it), config, limits)
         rows = [first, *Parallel(n_jobs=n_jobs, batch_size=8)(delayed(_one)(x, config, limits) for x in it)]

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import librosa
 import numpy as np
 import pytest
+import scipy.fft
+import soxr
 
 from ser_engine import features as F
 from ser_engine.audio import load_audio
@@ -159,3 +165,90 @@ def test_short_clips_match_the_frozen_reference(clips):
     want = np.load(_REF_DIR / "features_ref_short.npy")
     got = np.stack([extract_features(y=clips[0][cut], config=FeatureConfig()) for cut in _REF_SHORT_CUTS])
     _assert_same_features(got, want)
+
+
+# --------------------------------------------------------------------------------------------------
+# The numpy re-implementations against the librosa functions they replace, on real speech.
+
+
+@pytest.mark.parametrize(("sr", "n_fft", "n_mels", "fmin", "fmax"),
+                         [(16000, 512, 64, 0.0, None), (16000, 2048, 128, 0.0, None), (22050, 1024, 40, 50.0, 7000.0)])  # fmt: skip
+def test_filter_banks_equal_librosa(sr, n_fft, n_mels, fmin, fmax):
+    mel = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=np.float32)
+    chroma = librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=0.0, dtype=np.float32)
+    np.testing.assert_array_equal(F._mel_basis(sr, n_fft, n_mels, fmin, fmax), mel)
+    np.testing.assert_array_equal(F._chroma_basis(sr, n_fft), chroma)
+    np.testing.assert_array_equal(F._fft_freqs(sr, n_fft), librosa.fft_frequencies(sr=sr, n_fft=n_fft).astype(np.float32))
+
+
+@pytest.mark.filterwarnings("ignore:n_fft=.* is too large")
+@pytest.mark.parametrize("config", [FeatureConfig(), FeatureConfig.tutorial()], ids=["default", "tutorial"])
+def test_stft_equals_librosa(config, clips):
+    for y in (*clips, clips[0][:100], clips[0].astype(np.float64)):
+        want = np.abs(librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length, win_length=config.win_length,
+                                   window="hann", center=True, pad_mode="constant")).astype(np.float32)  # fmt: skip
+        np.testing.assert_array_equal(stft_magnitude(y=y, config=config), want)
+
+
+def test_bad_signals_are_refused_by_the_stft():
+    cfg = FeatureConfig()
+    for y in (np.array([0.0, np.nan, 0.1]), np.full(400, np.inf), np.zeros((2, 400)), np.arange(400)):
+        with pytest.raises(ValueError):
+            extract_features(y=y, config=cfg)
+
+
+def test_descriptors_equal_librosa(clips):
+    cfg = FeatureConfig()
+    freqs = F._fft_freqs(cfg.sr, cfg.n_fft)
+    for y in clips:
+        S = stft_magnitude(y=y, config=cfg) * np.float32(1.7)  # as extract_features: a gained copy
+        np.testing.assert_array_equal(
+            F._spectral_contrast(S, cfg), librosa.feature.spectral_contrast(S=S, sr=cfg.sr, n_fft=cfg.n_fft, freq=freqs)
+        )
+        P = np.square(S)
+        mel = F._mel_basis(cfg.sr, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax) @ P
+        log_mel = F._power_to_db(mel, top_db=None)
+        np.testing.assert_array_equal(log_mel, librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None))
+        chroma = librosa.util.normalize(F._chroma_basis(cfg.sr, cfg.n_fft) @ P, norm=np.inf, axis=0)
+        np.testing.assert_array_equal(F._tonnetz(chroma), librosa.feature.tonnetz(chroma=chroma, sr=cfg.sr))
+        mfcc = scipy.fft.dct(log_mel, axis=0, type=2, norm="ortho")[: cfg.n_mfcc]
+        for width in (9, 5, 3):
+            for order in (1, 2):
+                got = F._delta(mfcc, width=width, order=order)
+                want = librosa.feature.delta(mfcc, width=width, order=order, axis=-1)
+                assert got.dtype == want.dtype
+                half = width // 2
+                # Inside: the same convolution, bit for bit.  The first and last width // 2 frames come from a
+                # cached linear map instead of numpy.polyfit per call: equal up to float rounding of the fit
+                # (polyfit's own error is ~1e-8 of the values it fits, float32 output).
+                np.testing.assert_array_equal(got[:, half:-half], want[:, half:-half])
+                np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(mfcc).max())
+
+
+def test_yin_equals_librosa(clips):
+    for y in (*clips, clips[1][:300]):
+        y8 = soxr.resample(y, 16000, 8000, quality="LQ")
+        for fmin, fmax, frame_length, hop in ((60.0, 500.0, 270, 80), (80.0, 400.0, 204, 40)):
+            want = librosa.yin(y8, fmin=fmin, fmax=fmax, sr=8000, frame_length=frame_length, hop_length=hop,
+                               center=True, trough_threshold=0.1)  # fmt: skip
+            got = F._yin(y8, fmin=fmin, fmax=fmax, sr=8000, frame_length=frame_length, hop_length=hop, trough_threshold=0.1)
+            np.testing.assert_array_equal(got, want)
+
+
+_NO_LIBROSA = """
+import sys
+import numpy as np
+from ser_engine.features import FeatureConfig, extract_features
+y = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+extract_features(y=y, config=FeatureConfig())
+extract_features(y=y, config=FeatureConfig.tutorial())
+print(sorted(m for m in ("librosa", "numba", "llvmlite") if m in sys.modules))
+"""
+
+
+def test_extraction_loads_neither_librosa_nor_numba():
+    """librosa's import brings numba and LLVM (~120 MB per process); extraction must not need them."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _NO_LIBROSA], capture_output=True, text=True, cwd=root, check=True,
+                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "[]"
