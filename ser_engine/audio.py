@@ -546,7 +546,8 @@ def load_audio(
     if y.size == 0:
         raise EmptyAudioError("That file holds no audio samples.")
 
-    y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+    if not np.isfinite(y).all():  # one pass; the four of nan_to_num only when needed
+        y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
     if native_sr != sr:
         y = soxr.resample(y, native_sr, sr, quality="HQ").astype(np.float32, copy=False)
     duration_s = y.size / sr
