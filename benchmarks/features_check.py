@@ -20,6 +20,9 @@ run on the same signals, interleaved, in one run.  Parts:
     Calls per second of ``extract_features`` on a 5 s clip, serial and from
     two threads (``ThreadPoolExecutor``): work that holds the GIL gains
     nothing from the second thread.
+``gil``
+    How much of the GIL a spinning Python thread still gets while the other
+    thread extracts features (see :func:`gil_probe`).
 ``numba``
     In fresh processes: whether numba/llvmlite get imported, the resident
     memory before and after two calls, and (in a second process that
@@ -201,6 +204,51 @@ def threads(base: types.ModuleType, n: int = 60, rounds: int = 5) -> dict[str, d
     }
 
 
+def gil_probe(base: types.ModuleType, seconds: float = 2.0, rounds: int = 3) -> dict[str, float]:
+    """Share of the GIL a pure-Python thread still gets while ``extract_features`` runs in another.
+
+    A spinning thread counts loop iterations (it needs the GIL for each);
+    its rate while the main thread calls ``extract_features`` back to back,
+    divided by its rate while the main thread sleeps, is about the fraction
+    of the time the extraction leaves the GIL free (1: never holds it,
+    0: always).  Less sensitive to other processes than thread throughput,
+    as long as a core is free often enough; compare the two rows, not the
+    absolute values.
+    """
+    import threading
+
+    from ser_engine import features as F
+
+    y = _speech(5.0)
+    fns = {"baseline": lambda: base.extract_features(y=y, config=base.FeatureConfig()),
+           "current": lambda: F.extract_features(y=y, config=F.FeatureConfig())}  # fmt: skip
+    for fn in fns.values():
+        fn()
+    ratios: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            counts = []
+            for busy in (False, True):
+                state = {"stop": False, "n": 0}
+
+                def spin() -> None:
+                    n = 0
+                    while not state["stop"]:
+                        n += 1
+                    state["n"] = n
+
+                th = threading.Thread(target=spin)
+                th.start()
+                t0 = time.perf_counter()
+                while time.perf_counter() - t0 < seconds:
+                    fn() if busy else time.sleep(0.01)
+                state["stop"] = True
+                th.join()
+                counts.append(state["n"] / (time.perf_counter() - t0))
+            ratios[name].append(counts[1] / counts[0])
+    return {f"{k} (GIL share left to another thread)": float(np.median(v)) for k, v in ratios.items()}
+
+
 _NUMBA_PROBE = """
 import json, sys, time
 def rss():
@@ -281,9 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--baseline", default=DEFAULT_BASELINE, help=f"git revision to compare with ({DEFAULT_BASELINE})")
     p.add_argument("--clips", type=int, default=100, help="RAVDESS clips for the numerics (100)")
     p.add_argument("--reps", type=int, default=30, help="timed repetitions of a 5 s clip (30; scaled by length)")
-    p.add_argument("--only", nargs="+", choices=("numerics", "timing", "threads", "numba"))
+    p.add_argument("--only", nargs="+", choices=("numerics", "timing", "threads", "gil", "numba"))
     args = p.parse_args(argv)
-    parts = args.only or ["numerics", "timing", "threads", "numba"]
+    parts = args.only or ["numerics", "timing", "threads", "gil", "numba"]
     base = load_baseline(args.baseline)
     print(f"# baseline {args.baseline}; load average {os.getloadavg()[0]:.2f}", flush=True)
     for part in parts:
@@ -294,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res = timing(base, args.reps)
         elif part == "threads":
             res = threads(base)
+        elif part == "gil":
+            with blas_threads(1):
+                res = gil_probe(base)
         else:
             res = numba_probe(args.baseline)
         print(json.dumps({part: res}, indent=1), flush=True)
