@@ -19,7 +19,11 @@ Then:
    typing request and attachment download as a breakdown;
 3. **(f) memory**: more notes, four in flight at once, until the bot has
    analysed ``total`` notes; then the bot process's peak resident set size
-   (``VmHWM`` of ``/proc/<pid>/status``) and current ``VmRSS``.
+   (``VmHWM`` of ``/proc/<pid>/status``), current ``VmRSS`` and PSS, and the
+   same for the whole process tree (with ``SER_WORKER_MODE=process`` the
+   worker processes and the forkserver): the sum of PSS from
+   ``/proc/<pid>/smaps_rollup`` is the fair total, the sum of RSS counts
+   pages the workers share copy-on-write once per worker.
 
 Every reply is checked to carry an embed (an answer, not a refusal).
 """
@@ -38,10 +42,82 @@ from typing import Any
 
 from .timing import load_average, summarise
 
-__all__ = ["FLOOD_CONTROL_OFF", "case_bot", "proc_memory_kib"]
+__all__ = ["FLOOD_CONTROL_OFF", "case_bot", "proc_memory_kib", "process_tree", "smaps_rollup_kib", "tree_memory_kib"]
 
 ROOT = Path(__file__).resolve().parents[1]
 VOICE_MESSAGE_FLAG = 8192  # https://discord.com/developers/docs/resources/message#message-object-message-flags
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (worker processes, the forkserver, the resource tracker).
+
+    Reads the parent of every process in ``/proc/<pid>/stat``; processes that
+    exit meanwhile are skipped.
+    """
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, frontier = [pid], [pid]
+    while frontier:
+        children = [p for p, pp in parents.items() if pp in frontier]
+        tree += children
+        frontier = children
+    return tree
+
+
+def smaps_rollup_kib(pid: int) -> dict[str, int]:
+    """``Rss``, ``Pss`` (proportional set size: shared pages divided among their users) and
+    ``Private_*`` of a process, in KiB, from ``/proc/<pid>/smaps_rollup`` (Linux >= 4.14).
+
+    Raises
+    ------
+    OSError
+        If the process is gone or the file is unavailable.
+    """
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Rss", "Pss", "Private_Clean", "Private_Dirty") and value.strip().endswith("kB"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def tree_memory_kib(pid: int) -> dict[str, Any]:
+    """Memory of ``pid`` and its descendants: per process and in total.
+
+    The honest total of a process tree is the sum of PSS (each shared page
+    counted once, split among the processes that map it); the sum of RSS
+    counts pages shared copy-on-write by forked workers several times.
+
+    Returns
+    -------
+    dict
+        ``processes``: per pid its command line (first 80 characters),
+        ``rss_kib``, ``pss_kib``, ``hwm_kib`` (peak RSS); ``total_rss_kib``,
+        ``total_pss_kib``, ``sum_hwm_kib`` (an upper bound of the tree's peak).
+    """
+    rows: list[dict[str, Any]] = []
+    for p in process_tree(pid):
+        try:
+            roll = smaps_rollup_kib(p)
+            status = proc_memory_kib(p)
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        rows.append({"pid": p, "cmd": cmd[:80], "rss_kib": roll.get("Rss", 0), "pss_kib": roll.get("Pss", 0),
+                     "hwm_kib": status.get("VmHWM", 0)})  # fmt: skip
+    return {
+        "processes": rows,
+        "total_rss_kib": sum(r["rss_kib"] for r in rows),
+        "total_pss_kib": sum(r["pss_kib"] for r in rows),
+        "sum_hwm_kib": sum(r["hwm_kib"] for r in rows),
+    }
 
 
 def proc_memory_kib(pid: int) -> dict[str, int]:
@@ -82,7 +158,7 @@ FLOOD_CONTROL_OFF = {
 _BOT_SETTINGS_PREFIXES = ("DISCORD_", "SER_", "DEV_GUILD", "DATABASE_URL", "DATA_DIR", "SYNC_COMMANDS", "LOG_LEVEL")
 
 
-def _bot_env(fake: Any, model_path: Path) -> dict[str, str]:
+def _bot_env(fake: Any, model_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The bot's environment: this process's, minus any bot setting, plus the fake Discord's.
 
     The bot runs in a throw-away working directory, so its defaults that are
@@ -105,6 +181,7 @@ def _bot_env(fake: Any, model_path: Path) -> dict[str, str]:
     for name, value in FLOOD_CONTROL_OFF.items():
         if name in Settings.model_fields:
             env[name.upper()] = value
+    env.update(extra or {})
     return env
 
 
@@ -134,7 +211,10 @@ async def _send_note(fake: Any, note: bytes, duration_s: float) -> tuple[float, 
     return t1 - t0, breakdown, bool((reply.json or {}).get("embeds"))
 
 
-async def _main(model_path: Path, note: bytes, duration_s: float, sequential: int, total: int, warmup: int) -> dict[str, Any]:
+async def _main(
+    model_path: Path, note: bytes, duration_s: float, sequential: int, total: int, warmup: int,
+    worker_mode: str | None, extra_env: dict[str, str] | None,
+) -> dict[str, Any]:
     from tests.fake_discord import FakeDiscord
 
     result: dict[str, Any] = {}
@@ -145,7 +225,9 @@ async def _main(model_path: Path, note: bytes, duration_s: float, sequential: in
             with open(log_path, "wb") as log_file:
                 t_spawn = time.perf_counter()
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "bot", cwd=tmp, env=_bot_env(fake, model_path),
+                    sys.executable, "-m", "bot", cwd=tmp,
+                    env=_bot_env(fake, model_path, {**({"SER_WORKER_MODE": worker_mode} if worker_mode else {}),
+                                                     **(extra_env or {})}),
                     stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                 )  # fmt: skip
                 try:
@@ -167,6 +249,7 @@ async def _main(model_path: Path, note: bytes, duration_s: float, sequential: in
                         "first_note_latency_s": first,
                         "rss_kib_after_start": proc_memory_kib(proc.pid),
                     }
+                    tree_start = tree_memory_kib(proc.pid)
                     analysed, answered = 1, int(ok)
                     for _ in range(warmup):
                         _, _, ok = await _send_note(fake, note, duration_s)
@@ -205,6 +288,10 @@ async def _main(model_path: Path, note: bytes, duration_s: float, sequential: in
                         "peak_rss_kib": mem["VmHWM"],
                         "rss_kib": mem["VmRSS"],
                         "rss_kib_after_sequential": rss_mid,
+                        "pss_kib": smaps_rollup_kib(proc.pid).get("Pss"),
+                        "tree": tree_memory_kib(proc.pid),
+                        "tree_after_start": tree_start,
+                        "worker_mode": worker_mode,
                     }
                     if load_lat:
                         result["load"] = {
@@ -226,7 +313,8 @@ async def _main(model_path: Path, note: bytes, duration_s: float, sequential: in
 
 
 def case_bot(
-    model_path: Path, note: bytes, *, duration_s: float = 5.0, sequential: int = 100, total: int = 200, warmup: int = 3
+    model_path: Path, note: bytes, *, duration_s: float = 5.0, sequential: int = 100, total: int = 200, warmup: int = 3,
+    worker_mode: str | None = None, extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """(f) + (g): the bot process over the fake Discord.
 
@@ -244,6 +332,10 @@ def case_bot(
         Analyses before reading the peak RSS (f), all messages included.
     warmup : int
         Untimed messages after the first answer.
+    worker_mode : {"process", "thread"} or None
+        ``SER_WORKER_MODE`` of the bot (``None``: the bot's default).
+    extra_env : dict of str to str, optional
+        More environment variables for the bot (e.g. ``MALLOC_ARENA_MAX``).
 
     Returns
     -------
@@ -252,7 +344,10 @@ def case_bot(
         answer), ``e2e`` (latency :class:`~benchmarks.timing.Stats` dict and
         median breakdown: arrival of the typing request, the attachment
         download and the reply, from MESSAGE_CREATE), ``memory``
-        (``peak_rss_kib`` = VmHWM after ``analyses``), ``load`` (the
+        (``peak_rss_kib`` = VmHWM of the bot process after ``analyses``,
+        ``pss_kib`` of the bot process, ``tree``: RSS, PSS and peak RSS of
+        the bot and every process it started, see :func:`tree_memory_kib`;
+        ``tree_after_start`` the same before the load), ``load`` (the
         concurrent phase), ``load_average``.
 
     Raises
@@ -262,7 +357,7 @@ def case_bot(
     """
     before = load_average()
     t0 = time.perf_counter()
-    out = asyncio.run(_main(model_path, note, duration_s, sequential, total, warmup))
+    out = asyncio.run(_main(model_path, note, duration_s, sequential, total, warmup, worker_mode, extra_env))
     out["wall_s"] = time.perf_counter() - t0
     out["load_average"] = {"before": before, "after": load_average()}
     return out

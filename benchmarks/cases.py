@@ -259,6 +259,8 @@ def case_throughput(
     reference_levels: Sequence[int],
     reference_requests: Callable[[int], int],
     workers: int = 2,
+    mode: str = "process",
+    other_mode: str | None = "thread",
 ) -> dict[str, Any]:
     """(c) Notes per second through ``EmotionService(workers=2)`` at several concurrencies.
 
@@ -266,7 +268,10 @@ def case_throughput(
     one is answered (closed loop) until the level's requests are done;
     throughput = answered notes / wall time.  The reference is served by its
     own ``EmotionService`` with the same settings; levels alternate between
-    the two services.
+    the services.  The engine is measured in ``mode`` (the bot's default,
+    worker processes) and, interleaved at the same levels, in ``other_mode``
+    (worker threads), so the two kinds of workers are compared side by side
+    under the same machine load.
 
     Parameters
     ----------
@@ -280,39 +285,62 @@ def case_throughput(
     engine_requests, reference_requests : callable int -> int
         Requests to send at a concurrency.
     workers : int
-        Service worker threads.
+        Service workers (threads or processes).
+    mode : {"process", "thread"}
+        Workers of the engine's main measurement and of the reference (which
+        falls back to threads if it cannot be sent to worker processes).
+    other_mode : {"process", "thread"} or None
+        Also measure the engine with these workers (``engine_other``); None skips it.
 
     Returns
     -------
     dict
-        ``engine`` and ``reference``: lists of per-level results
-        (``notes_per_s``, ``latency`` stats, ``failures``); ``speedup`` by
-        level (ratio of throughputs).
+        ``engine``, ``engine_other`` and ``reference``: lists of per-level
+        results (``notes_per_s``, ``latency`` stats, ``failures``);
+        ``speedup`` by level (ratio of throughputs, engine / reference);
+        ``mode``, ``other_mode``, ``reference_mode``.
     """
     from ser_engine.service import EmotionService
 
     async def main() -> dict[str, Any]:
-        eng_service = EmotionService(engine, workers=workers, max_pending=64, timeout_s=60.0)
-        ref_service = (
-            EmotionService(reference, workers=workers, max_pending=64, timeout_s=120.0) if reference is not None else None
-        )
+        eng_service = EmotionService(engine, workers=workers, max_pending=64, timeout_s=60.0, mode=mode)  # type: ignore[arg-type]
+        other_service = (
+            EmotionService(engine, workers=workers, max_pending=64, timeout_s=60.0, mode=other_mode)  # type: ignore[arg-type]
+            if other_mode is not None else None
+        )  # fmt: skip
+        ref_service, ref_mode = None, None
+        if reference is not None:
+            try:
+                ref_service = EmotionService(reference, workers=workers, max_pending=64, timeout_s=120.0, mode=mode)  # type: ignore[arg-type]
+                ref_mode = mode
+            except TypeError:  # does not pickle: served by threads
+                ref_service = EmotionService(reference, workers=workers, max_pending=64, timeout_s=120.0)  # type: ignore[arg-type]
+                ref_mode = "thread"
         async with eng_service:
             await _drive(eng_service, note, workers, 2 * workers)  # warm-up
-            results: dict[str, list[dict[str, Any]]] = {"engine": [], "reference": []}
+            results: dict[str, list[dict[str, Any]]] = {"engine": [], "engine_other": [], "reference": []}
+            if other_service is not None:
+                await other_service.start()
+                await _drive(other_service, note, workers, 2 * workers)  # warm-up
             if ref_service is not None:
                 await ref_service.start()
                 await _drive(ref_service, note, workers, workers)  # warm-up
             try:
                 for i, c in enumerate(sorted(set(levels) | set(reference_levels))):
-                    order = ["engine", "reference"] if i % 2 == 0 else ["reference", "engine"]
+                    order = ["engine", "engine_other", "reference"]
+                    order = order if i % 2 == 0 else order[::-1]
                     for side in order:
                         if side == "engine" and c in levels:
                             results["engine"].append(await _drive(eng_service, note, c, engine_requests(c)))
+                        elif side == "engine_other" and other_service is not None and c in levels:
+                            results["engine_other"].append(await _drive(other_service, note, c, engine_requests(c)))
                         elif side == "reference" and ref_service is not None and c in reference_levels:
                             results["reference"].append(await _drive(ref_service, note, c, reference_requests(c)))
             finally:
                 if ref_service is not None:
                     await ref_service.close()
+                if other_service is not None:
+                    await other_service.close()
         speedup = {}
         ref_by_c = {r["concurrency"]: r for r in results["reference"]}
         for r in results["engine"]:
@@ -323,7 +351,12 @@ def case_throughput(
             **results,
             "speedup": speedup,
             "workers": workers,
-            "thread_settings": f"EmotionService(workers={workers}) for both sides; BLAS 1 thread (set by the service)",
+            "mode": mode,
+            "other_mode": other_mode,
+            "reference_mode": ref_mode,
+            "thread_settings": f"EmotionService(workers={workers}, mode={mode!r}) for the engine and "
+            f"mode={ref_mode!r} for the reference; engine also with mode={other_mode!r}; BLAS 1 thread per worker "
+            f"(set by the service)",
         }
 
     return _with_load(lambda: asyncio.run(main()))

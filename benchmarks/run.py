@@ -113,9 +113,13 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         note=a and f"reference {_ms(a['stats'][a['baseline']]['median_s'])}" or "")  # fmt: skip
     c = results.get("c")
     best = max(c["engine"], key=lambda r: r["notes_per_s"]) if c and c["engine"] else None
-    add("Throughput, EmotionService(workers=2), 5 s notes", best and best["notes_per_s"],
-        TARGETS["throughput_notes_per_s"], "notes/s", "{:.1f} notes/s", True,
-        note=best and f"best level: {best['concurrency']} concurrent" or "")  # fmt: skip
+    other = max(c.get("engine_other") or [], key=lambda r: r["notes_per_s"], default=None) if c else None
+    note = best and f"best level: {best['concurrency']} concurrent" or ""
+    if best and other:
+        note += f"; {c.get('other_mode')} workers: {other['notes_per_s']:.1f}"
+    add(f"Throughput, EmotionService(workers=2, mode={c.get('mode', 'thread') if c else 'process'}), 5 s notes",
+        best and best["notes_per_s"], TARGETS["throughput_notes_per_s"], "notes/s", "{:.1f} notes/s", True,
+        note=note)  # fmt: skip
     e = results.get("e")
     cold = e and e.get("engine", {}).get("cold_s")
     add("Retrain on all 1440 RAVDESS clips, cold", cold, TARGETS["retrain_cold_s"], "s", "{:.1f} s")
@@ -124,9 +128,14 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     d = results.get("d")
     cs = d and d.get("engine", {}).get("first_prediction", {}).get("median_s")
     add("Cold start: process start -> first prediction", cs, TARGETS["cold_start_s"], "s", "{:.2f} s")
-    rss = bot and bot["memory"]["peak_rss_kib"] * 1024 / 1e6
-    add("Bot peak RSS (VmHWM)", rss, TARGETS["bot_peak_rss_mb"], "MB", "{:.0f} MB",
-        note=bot and f"after {bot['memory']['analyses']} analyses" or "")  # fmt: skip
+    mem = bot and bot["memory"]
+    rss = mem and mem["peak_rss_kib"] * 1024 / 1e6
+    tree = mem and mem.get("tree")
+    note = mem and f"after {mem['analyses']} analyses" or ""
+    if tree and len(tree["processes"]) > 1:
+        note += (f"; with its {len(tree['processes']) - 1} child processes: PSS {tree['total_pss_kib'] * 1024 / 1e6:.0f} MB,"
+                 f" RSS summed {tree['total_rss_kib'] * 1024 / 1e6:.0f} MB")  # fmt: skip
+    add("Bot peak RSS (VmHWM)", rss, TARGETS["bot_peak_rss_mb"], "MB", "{:.0f} MB", note=note)
     return rows
 
 
@@ -203,17 +212,23 @@ def render(report: dict[str, Any]) -> str:
     if "c" in r:
         c = r["c"]
         ref_by = {x["concurrency"]: x for x in c["reference"]}
+        other_by = {x["concurrency"]: x for x in c.get("engine_other") or []}
+        mode, other_mode = c.get("mode", "thread"), c.get("other_mode")
         rows = []
         for e in c["engine"]:
             f = ref_by.get(e["concurrency"])
+            o = other_by.get(e["concurrency"])
             rows.append([str(e["concurrency"]), f"{e['notes_per_s']:.1f}", _ms(e["latency"]["median_s"]), _ms(e["latency"]["p95_s"]),
+                         f"{o['notes_per_s']:.1f}" if o else "-", _ms(o["latency"]["median_s"]) if o else "-",
                          f"{f['notes_per_s']:.2f}" if f else "-", _ms(f["latency"]["median_s"]) if f else "-",
                          _x(c["speedup"].get(str(e["concurrency"])))])  # fmt: skip
-        out += ["", f"**(c) Throughput through `EmotionService(workers={c['workers']})`**, 5 s notes, closed loop "
-                    f"({c['engine'][0]['requests']} requests per level for the engine)", ""]  # fmt: skip
-        out.append(_table(["Concurrent", "Engine notes/s", "Engine p50", "Engine p95", "Reference notes/s", "Reference p50",
-                           "Speed-up"], rows))  # fmt: skip
-        failures = sum(len(x["failures"]) for x in c["engine"] + c["reference"])
+        out += ["", f"**(c) Throughput through `EmotionService(workers={c['workers']}, mode={mode!r})`**, 5 s notes, "
+                    f"closed loop ({c['engine'][0]['requests']} requests per level for the engine; the engine with "
+                    f"{other_mode} workers interleaved; reference with {c.get('reference_mode') or mode} workers)", ""]  # fmt: skip
+        out.append(_table(["Concurrent", f"Engine notes/s ({mode})", "Engine p50", "Engine p95",
+                           f"Engine notes/s ({other_mode})", f"p50 ({other_mode})",
+                           "Reference notes/s", "Reference p50", "Speed-up"], rows))  # fmt: skip
+        failures = sum(len(x["failures"]) for x in c["engine"] + c.get("engine_other", []) + c["reference"])
         if failures:
             out.append(f"\n{failures} request(s) failed (busy/timeout); see the JSON.")
 
@@ -269,6 +284,15 @@ def render(report: dict[str, Any]) -> str:
              f"{b['memory']['peak_rss_kib'] * 1024 / 1e6:.0f} MB / {b['memory']['rss_kib'] * 1024 / 1e6:.0f} MB "
              f"after {b['memory']['analyses']} ({b['memory']['answered_with_embed']} answered)"],
         ]  # fmt: skip
+        tree = b["memory"].get("tree")
+        if tree:
+            mb = lambda kib: f"{kib * 1024 / 1e6:.0f} MB"  # noqa: E731
+            rows.append([f"Process tree ({b['memory'].get('worker_mode') or 'default'} workers): bot + "
+                         f"{len(tree['processes']) - 1} children, PSS / RSS summed / peak RSS summed",
+                         f"{mb(tree['total_pss_kib'])} / {mb(tree['total_rss_kib'])} / {mb(tree['sum_hwm_kib'])}"])  # fmt: skip
+            for proc in tree["processes"]:
+                rows.append([f"  pid {proc['pid']}: {proc['cmd'][:40]}",
+                             f"PSS {mb(proc['pss_kib'])}, RSS {mb(proc['rss_kib'])}, peak RSS {mb(proc['hwm_kib'])}"])  # fmt: skip
         if "load" in b:
             ld = b["load"]
             rows.append([f"Under load ({ld['concurrency']} messages in flight)",
@@ -420,8 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_average": {"start": load_start, "end": load_average()},
         "thread_settings": (
             f"single requests (a, b): 1 BLAS thread on both sides via threadpoolctl (the service's setting; "
-            f"OpenBLAS default here is {DEFAULT_BLAS_THREADS}); throughput (c): the same EmotionService(workers=2) "
-            f"serves both sides; cold start (d), retrain (e) and the bot: fresh processes with library defaults "
+            f"OpenBLAS default here is {DEFAULT_BLAS_THREADS}); throughput (c): EmotionService(workers=2) with "
+            f"worker processes serves both sides, and the engine again with worker threads; cold start (d), retrain (e) and the bot: fresh processes with library defaults "
             f"(the engine's service sets 1 BLAS thread itself); numba: NUMBA_NUM_THREADS={machine['numba_num_threads']} "
             f"(no parallel kernels in either pipeline); OPENBLAS_CORETYPE unchanged."
         ),

@@ -27,6 +27,7 @@ Two kinds of workers (``mode=``):
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -623,4 +624,43 @@ def _launch_quietly(pool: _Pool) -> None:
 
 def _has_live_workers(pool: _Pool) -> bool:
     return bool(pool.pids())
+
+
+# ================================================================= forkserver
+def _importing_in_forkserver() -> bool:
+    """Whether this module is being imported by the forkserver's preload (see :data:`_FORKSERVER_PRELOAD`)."""
+    from multiprocessing import forkserver
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is forkserver.main.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _prepare_forkserver() -> None:
+    """Warm the feature extractor in the forkserver, then freeze its objects for the forks.
+
+    Feature extraction compiled once here (numba JIT, cached filter banks of
+    the default :class:`~ser_engine.features.FeatureConfig`) is inherited by
+    every worker process the forkserver forks, so a new pool (after a model
+    swap or a crash) starts fast and the workers share that memory.
+    :func:`gc.freeze` keeps the workers' garbage collector from touching,
+    and so copying, every object inherited from here (the pattern the
+    :mod:`gc` documentation gives for pre-forking servers).  A failure only
+    costs the workers their own warm-up, which they do anyway.
+    """
+    try:
+        from .features import FeatureConfig, extract_features
+
+        extract_features(y=_warmup_signal(), sr=16_000, config=FeatureConfig())
+    except Exception as exc:  # pragma: no cover - the workers warm up themselves
+        log.debug("forkserver warm-up skipped: %s", exc)
+    gc.collect()
+    gc.freeze()
+
+
+if _importing_in_forkserver():
+    _prepare_forkserver()
 
