@@ -4,8 +4,9 @@ Each condition maps a clean 16 kHz mono signal to a degraded one of about
 the same length, deterministically for a given seed:
 
 ``opus24k`` (also ``opus16k``, ``opus32k``)
-    Round trip through Ogg/Opus at that bit rate (ffmpeg's ``libopus``,
-    48 kHz as Discord voice notes are), decoded back to 16 kHz.
+    Round trip through Ogg/Opus at that bit rate (libopus through PyAV, in
+    process, 48 kHz mono as Discord voice notes are), decoded back to 16 kHz
+    by :func:`ser_engine.audio.load_audio`.
 ``noise20``, ``noise10``
     White Gaussian noise at 20 or 10 dB SNR.
 ``pink20``, ``pink10``
@@ -27,18 +28,19 @@ Pink noise is white noise shaped by ``1/sqrt(f)`` in the frequency domain
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
+import io
 from collections.abc import Callable
-from pathlib import Path
 from typing import Final
 
 import numpy as np
-import soundfile as sf
 
-from .audio import TARGET_SR, AudioLimits, ffmpeg_executable, load_audio
+from .audio import TARGET_SR, AudioLimits, load_audio
 
-__all__ = ["CONDITIONS", "active_power", "add_noise", "apply_condition", "opus_round_trip"]
+__all__ = ["CONDITIONS", "CONDITIONS_VERSION", "active_power", "add_noise", "apply_condition", "opus_round_trip"]
+
+
+CONDITIONS_VERSION: Final[int] = 2
+"""Version of the degradation code, part of cached condition features' keys (2: Opus through PyAV in process)."""
 
 
 def active_power(y: np.ndarray, *, sr: int = TARGET_SR, frame_s: float = 0.02, range_db: float = 40.0) -> float:
@@ -119,19 +121,23 @@ def add_noise(y: np.ndarray, snr_db: float, *, color: str = "white", seed: int =
     return np.clip(np.asarray(y, dtype=np.float64) + noise, -1.0, 1.0).astype(np.float32)
 
 
-def opus_round_trip(y: np.ndarray, *, bitrate: str = "24k", sr: int = TARGET_SR, timeout_s: float = 30.0) -> np.ndarray:
-    """Encode to Ogg/Opus with ffmpeg (48 kHz mono, like a Discord voice note) and decode back.
+def opus_round_trip(y: np.ndarray, *, bitrate: str = "24k", sr: int = TARGET_SR) -> np.ndarray:
+    """Encode to Ogg/Opus (48 kHz mono, like a Discord voice note) and decode back, in process.
+
+    The signal is resampled to 48 kHz with soxr, encoded by libopus through
+    PyAV into an in-memory Ogg file (libopus's defaults but the bit rate:
+    complexity 10, VBR, 20 ms frames) and decoded back by
+    :func:`ser_engine.audio.load_audio`.
 
     Parameters
     ----------
     y : np.ndarray, shape (n_samples,)
         Mono signal at ``sr``.
     bitrate : str, default "24k"
-        ffmpeg ``-b:a`` value.
+        Bit rate in bit/s, with an optional ``k`` suffix (kbit/s), as
+        ffmpeg's ``-b:a``.
     sr : int, default 16000
         Sample rate of ``y`` and of the result, in Hz.
-    timeout_s : float, default 30.0
-        Wall-clock limit of the encoder in seconds.
 
     Returns
     -------
@@ -139,22 +145,38 @@ def opus_round_trip(y: np.ndarray, *, bitrate: str = "24k", sr: int = TARGET_SR,
 
     Raises
     ------
+    ValueError
+        If ``bitrate`` is not a positive number of bit/s.
     RuntimeError
-        If ffmpeg fails.
-    subprocess.TimeoutExpired
-        If the encoder runs longer than ``timeout_s``.
+        If this build of PyAV has no libopus encoder.
     ser_engine.errors.AudioError
         If the encoded file cannot be decoded.
     """
-    with tempfile.TemporaryDirectory(prefix="ser-opus-") as tmp:
-        src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.ogg"
-        sf.write(src, np.asarray(y, dtype=np.float32), sr, subtype="FLOAT")
-        cmd = [ffmpeg_executable(), "-nostdin", "-loglevel", "error", "-y", "-i", str(src),
-               "-c:a", "libopus", "-b:a", bitrate, "-ar", "48000", "-ac", "1", str(dst)]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"ffmpeg could not encode Opus ({proc.stderr.decode(errors='replace')[-200:]})")
-        return load_audio(dst, sr=sr, limits=AudioLimits(min_duration_s=0.0, silence_dbfs=-200.0))
+    import av
+    import soxr
+
+    text = bitrate.strip().lower()
+    try:
+        bps = int(float(text[:-1]) * 1000) if text.endswith("k") else int(text)
+    except ValueError:
+        raise ValueError(f"opus_round_trip: bit rate {bitrate!r} is not a number of bit/s") from None
+    if bps <= 0:
+        raise ValueError(f"opus_round_trip: bit rate {bitrate!r} must be positive")
+    y48 = soxr.resample(np.asarray(y, dtype=np.float32), sr, 48_000, quality="HQ").astype(np.float32, copy=False)
+    buf = io.BytesIO()
+    try:
+        with av.open(buf, "w", format="ogg") as container:
+            stream = container.add_stream("libopus", rate=48_000, layout="mono")
+            stream.bit_rate = bps
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(y48[None, :]), format="flt", layout="mono")
+            frame.sample_rate = 48_000
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            for packet in stream.encode(None):
+                container.mux(packet)
+    except av.FFmpegError as exc:
+        raise RuntimeError(f"libopus could not encode the signal ({exc})") from exc
+    return load_audio(buf.getvalue(), sr=sr, limits=AudioLimits(min_duration_s=0.0, silence_dbfs=-200.0))
 
 
 def _pitch(steps: float) -> Callable[[np.ndarray, int], np.ndarray]:
@@ -213,8 +235,8 @@ def apply_condition(y: np.ndarray, condition: str, *, seed: int = 0) -> np.ndarr
     ------
     ValueError
         If ``condition`` is unknown.
-    RuntimeError, subprocess.TimeoutExpired
-        If ffmpeg fails (Opus conditions).
+    RuntimeError
+        If libopus is missing (Opus conditions).
     """
     try:
         fn = CONDITIONS[condition]

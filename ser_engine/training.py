@@ -354,7 +354,7 @@ def featurize_condition(
     ser_engine.errors.AudioError, RuntimeError
         If a clip cannot be decoded or ffmpeg fails.
     """
-    from .augment import CONDITIONS
+    from .augment import CONDITIONS, CONDITIONS_VERSION
 
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
@@ -362,7 +362,7 @@ def featurize_condition(
     cache_file: Path | None = None
     if cache_dir is not None and clips:
         key_src = data_fingerprint(clips) + repr(sorted(config.to_dict().items())) + f"v{FEATURE_VERSION}"
-        key_src += f"\ncondition={condition}\n" + "\n".join(Path(c.path).name for c in clips)
+        key_src += f"\ncondition={condition} v{CONDITIONS_VERSION}\n" + "\n".join(Path(c.path).name for c in clips)
         cache_file = Path(cache_dir) / f"features-{hashlib.sha256(key_src.encode()).hexdigest()[:24]}.npy"
         if cache_file.is_file():
             X = np.load(cache_file)
