@@ -308,6 +308,7 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         X, y, groups, preset=args.preset, scaler=not args.no_scaler, overrides=overrides, random_state=args.seed,
         normalization=args.normalization, min_clips=args.min_clips, grid=NESTED_GRID if args.nested_grid else None,
         calibrate=not args.no_calibrate, augment=args.augmented or None, inner_folds=args.inner_folds,
+        n_jobs=args.jobs,
     )  # fmt: skip
     bundle = train_model(
         clips, feature_config=config, preset=args.preset, scaler=not args.no_scaler, overrides=overrides,

@@ -438,10 +438,22 @@ def _normalise_split(
     return np.vstack(parts), rows, nz.transform_groups(X[test], groups[test]), nz
 
 
+def _inner_fold(
+    X: np.ndarray, y: np.ndarray, groups: np.ndarray, a: np.ndarray, b: np.ndarray, recipe: tuple[Any, ...],
+    normalization: str, min_clips: int, overrides: Mapping[str, Any], augment: Mapping[str, np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Fit on rows ``a``, predict rows ``b``: (classes, probabilities of shape (b.size, n_classes_seen))."""
+    preset, scaler, random_state, _ = recipe
+    Xa, rows, Xb, _ = _normalise_split(X, groups, a, b, normalization, min_clips, augment)
+    pipe = build_pipeline(preset, scaler=scaler, random_state=random_state, overrides=overrides)
+    fit_pipeline(pipe, Xa, y[rows])
+    return pipe.classes_, pipe.predict_proba(Xb)
+
+
 def _inner_oof(
     X: np.ndarray, y: np.ndarray, groups: np.ndarray, train: np.ndarray, recipe: tuple[Any, ...],
     normalization: str, min_clips: int, overrides: Mapping[str, Any] | None, inner_folds: int,
-    augment: Mapping[str, np.ndarray] | None = None,
+    augment: Mapping[str, np.ndarray] | None = None, n_jobs: int = 1,
 ) -> np.ndarray:  # fmt: skip
     """Out-of-fold probabilities over ``train`` from an inner GroupKFold by speaker.
 
@@ -451,21 +463,29 @@ def _inner_oof(
     all of ``train``.  ``alpha`` is therefore scaled by the inner training
     size over ``train.size``: the same penalty per clip, so the inner
     predictions' confidence matches the final model's.  Uses at most as
-    many folds as ``train`` has speakers.
+    many folds as ``train`` has speakers; ``n_jobs`` > 1 fits the inner
+    folds in that many joblib processes.
     """
-    preset, scaler, random_state, n_labels = recipe
+    preset, _, _, n_labels = recipe
     proba = np.zeros((train.size, n_labels))
     alpha = float(mlp_params(preset, overrides)["alpha"])
     n_speakers = len(set(groups[train].tolist()))
     if n_speakers < 2:
         raise ValueError("evaluate: the inner speaker-independent CV needs at least two training speakers")
-    for itr, ite in GroupKFold(n_splits=min(inner_folds, n_speakers)).split(train, groups=groups[train]):
-        a, b = train[itr], train[ite]
-        Xa, rows, Xb, _ = _normalise_split(X, groups, a, b, normalization, min_clips, augment)
-        scaled = {**(overrides or {}), "alpha": alpha * a.size / train.size}
-        pipe = build_pipeline(preset, scaler=scaler, random_state=random_state, overrides=scaled)
-        fit_pipeline(pipe, Xa, y[rows])
-        proba[np.ix_(ite, pipe.classes_)] = pipe.predict_proba(Xb)
+    splits = list(GroupKFold(n_splits=min(inner_folds, n_speakers)).split(train, groups=groups[train]))
+    jobs = [
+        (X, y, groups, train[itr], train[ite], recipe, normalization, min_clips,
+         {**(overrides or {}), "alpha": alpha * itr.size / train.size}, augment)
+        for itr, ite in splits
+    ]  # fmt: skip
+    if n_jobs > 1 and len(jobs) > 1:
+        from joblib import Parallel, delayed
+
+        outs = Parallel(n_jobs=min(n_jobs, len(jobs)))(delayed(_inner_fold)(*job) for job in jobs)
+    else:
+        outs = [_inner_fold(*job) for job in jobs]
+    for (_, ite), (classes, p) in zip(splits, outs, strict=True):
+        proba[np.ix_(ite, classes)] = p
     return proba
 
 

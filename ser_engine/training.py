@@ -400,6 +400,7 @@ def choose_recipe(
     calibrate: bool = True,
     inner_folds: int = 5,
     augment: Mapping[str, np.ndarray] | None = None,
+    n_jobs: int = 1,
 ) -> tuple[dict[str, Any] | None, float]:
     """Hyper-parameters and temperature for a final model, by speaker-independent CV on its training data.
 
@@ -425,6 +426,8 @@ def choose_recipe(
     inner_folds : int, default 5
     augment : mapping of str to np.ndarray, optional
         Degraded copies' features (shape of ``X``) added to every inner training set.
+    n_jobs : int, default 1
+        Fit the inner folds in this many joblib processes.
 
     Returns
     -------
@@ -445,7 +448,7 @@ def choose_recipe(
         chosen: Mapping[str, Any] = {}
         for candidate in grid:
             p = _inner_oof(X, y, groups, everything, recipe, normalization, min_clips,
-                           {**(overrides or {}), **candidate}, inner_folds, augment)  # fmt: skip
+                           {**(overrides or {}), **candidate}, inner_folds, augment, n_jobs)  # fmt: skip
             acc = float(np.mean(p.argmax(axis=1) == y))
             if acc > best:
                 best, chosen, proba = acc, candidate, p
@@ -453,7 +456,8 @@ def choose_recipe(
     if not calibrate:
         return (dict(overrides) if overrides else None), 1.0
     if proba is None:
-        proba = _inner_oof(X, y, groups, everything, recipe, normalization, min_clips, overrides, inner_folds, augment)
+        proba = _inner_oof(X, y, groups, everything, recipe, normalization, min_clips, overrides, inner_folds, augment,
+                           n_jobs)  # fmt: skip
     return (dict(overrides) if overrides else None), fit_temperature(proba, y)
 
 
