@@ -7,13 +7,15 @@ process; the ffmpeg subprocess is always the last resort:
    that is not WAV, FLAC or AIFF: Ogg/Opus -- Discord voice notes are
    Ogg/Opus at 48 kHz, mono -- Ogg Vorbis, WebM/Matroska, MP4/M4A/AAC, MP3.
    Opus is decoded by libopus, the reference decoder that libsndfile also
-   uses (FFmpeg's own Opus decoder is faster but its output differs from the
-   reference by up to 0.3 of full scale on voice notes: see
-   ``benchmarks/decode_check.py``).  Only the demuxers in
-   :data:`PYAV_DEMUXERS` and the codecs in :data:`PYAV_CODECS` run in
-   process: they are FFmpeg's most used, continuously fuzzed ones, and no
-   demuxer that opens other files or URLs (HLS, concat, ...) is allowed.
-   Anything else goes to the subprocess.
+   uses, so voice notes decode as before to within 2e-7 (FFmpeg's own Opus
+   decoder, PyAV's default, decodes about 15 % faster, but its output
+   differs from libopus's by up to 0.3 of full scale and changed 2 of 96
+   labels of the shipped model: ``python -m benchmarks.decode_check``).
+   Only the demuxers in :data:`PYAV_DEMUXERS` and the codecs in
+   :data:`PYAV_CODECS` run in process: FFmpeg's most used, continuously
+   fuzzed ones; no demuxer that opens other files or URLs (HLS, concat, ...)
+   is allowed, and FFmpeg reads the input through a Python file object, never
+   by name.  Anything else goes to the subprocess.
 2. **soundfile** (libsndfile, in process) for WAV, FLAC and AIFF (sniffed
    from the magic bytes ``RIFF``/``RF64``/``fLaC``/``FORM``...), and as the
    in-process fallback for the rest.
@@ -28,7 +30,7 @@ process; the ffmpeg subprocess is always the last resort:
 Limits (:class:`AudioLimits`) are checked before heavy work: the byte size
 before any decoding, the duration from the container header before the
 samples are read, and the decoded length while decoding (PyAV stops at the
-first packet past ``max_duration_s``; soundfile and ffmpeg read at most
+first frame past ``max_duration_s``; soundfile and ffmpeg read at most
 ``max_duration_s`` + 1 s).  PyAV's decode loop also stops at the wall-clock
 ``limits.ffmpeg_timeout_s``.  Channels are averaged to mono and the result
 resampled with soxr (high quality) to the target rate.
@@ -36,7 +38,8 @@ resampled with soxr (high quality) to the target rate.
 Every decoder works at the file's own rate and soxr resamples afterwards.
 Decoding Opus at 16 kHz directly (libopus can) is not reachable through
 FFmpeg, whose libopus wrapper always asks for 48 kHz; FFmpeg's own resampler
-(``av.AudioResampler``) was slower than soxr HQ here and is of lower quality.
+(``av.AudioResampler``, frame by frame) was slower than one soxr HQ call in
+our measurement, and its default filter is of lower quality.
 """
 
 from __future__ import annotations
