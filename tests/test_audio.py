@@ -396,9 +396,11 @@ def test_ffmpeg_subprocess_timeout_still_kills_the_decoder(ffmpeg, tmp_path):
 def test_without_pyav_voice_notes_still_decode(notes, monkeypatch):
     import ser_engine.audio as audio
 
+    assert audio.preload_decoders() is True
     _, note = notes[0]
     expected = load_audio(note, decoder="soundfile")
     monkeypatch.setattr(audio, "_pyav", lambda: None)
+    assert audio.preload_decoders() is False
     np.testing.assert_array_equal(load_audio(note), expected)
     with pytest.raises(UndecodableAudioError):
         load_audio(note, decoder="pyav")
