@@ -302,20 +302,39 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         metrics = report.summary()
         if args.report_dir is not None:
             write_report(report, args.report_dir)
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
     from .training import choose_recipe
 
-    overrides, temperature = choose_recipe(
-        X, y, groups, preset=args.preset, scaler=not args.no_scaler, overrides=overrides, random_state=args.seed,
-        normalization=args.normalization, min_clips=args.min_clips, grid=NESTED_GRID if args.nested_grid else None,
-        calibrate=not args.no_calibrate, augment=args.augmented or None, inner_folds=args.inner_folds,
-        n_jobs=args.jobs,
-    )  # fmt: skip
-    bundle = train_model(
-        clips, feature_config=config, preset=args.preset, scaler=not args.no_scaler, overrides=overrides,
-        random_state=args.seed, labels=labels, X=X, metrics=metrics, normalization=args.normalization,
-        min_clips=args.min_clips, temperature=temperature, unsure_below=args.unsure_below,
-        augment=args.augmented or None,
-    )  # fmt: skip
+    def recipe(jobs: int) -> tuple[Any, float]:
+        return choose_recipe(
+            X, y, groups, preset=args.preset, scaler=not args.no_scaler, overrides=overrides, random_state=args.seed,
+            normalization=args.normalization, min_clips=args.min_clips, grid=NESTED_GRID if args.nested_grid else None,
+            calibrate=not args.no_calibrate, augment=args.augmented or None, inner_folds=args.inner_folds,
+            n_jobs=jobs,
+        )  # fmt: skip
+
+    def final(chosen: Any, temperature: float) -> Any:
+        return train_model(
+            clips, feature_config=config, preset=args.preset, scaler=not args.no_scaler, overrides=chosen,
+            random_state=args.seed, labels=labels, X=X, metrics=metrics, normalization=args.normalization,
+            min_clips=args.min_clips, temperature=temperature, unsure_below=args.unsure_below,
+            augment=args.augmented or None,
+        )  # fmt: skip
+
+    if args.nested_grid or args.no_calibrate:
+        chosen, temperature = recipe(args.jobs)
+        bundle = final(chosen, temperature)
+    else:
+        # The final model's hyper-parameters do not depend on the temperature: fit it here
+        # while the calibration's inner folds run in worker processes beside it.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            calibration = pool.submit(recipe, args.jobs)
+            bundle = final(overrides, 1.0)
+            _, temperature = calibration.result()
+        bundle = dataclasses.replace(bundle, temperature=temperature,
+                                     metadata={**bundle.metadata, "temperature": float(temperature)})  # fmt: skip
     target = args.out or Path("models") / f"ravdess-{len(labels)}class.joblib"
     save_bundle(bundle, target)
     size_kib = target.stat().st_size / 1024

@@ -136,6 +136,8 @@ def test_train_then_predict(mini_corpus: Path, feature_cache: Path, tmp_path: Pa
     assert bundle.labels == ("sad", "angry") and bundle.metadata["n_clips"] == 96
     assert bundle.feature_config.n_features == 180
     assert bundle.metadata["metrics"]["speaker"]["n_folds"] == 2
+    # The temperature fitted beside the final model reaches both the bundle and its metadata.
+    assert bundle.temperature == bundle.metadata["temperature"] and bundle.temperature != 1.0
     assert (tmp_path / "rep" / "report.json").is_file()
     clip = next(mini_corpus.glob("Actor_01/03-01-05-02-*.flac"))
     assert main(["predict", "--model", str(model), "--json", str(clip)]) == 0
