@@ -19,10 +19,8 @@ run on the same signals, interleaved, in one run.  Parts:
 ``threads``
     Calls per second of ``extract_features`` on a 5 s clip, serial and from
     two threads (``ThreadPoolExecutor``): work that holds the GIL gains
-    nothing from the second thread.
-``gil``
-    How much of the GIL a spinning Python thread still gets while the other
-    thread extracts features (see :func:`gil_probe`).
+    nothing from the second thread.  With a GIL-free and a GIL-bound
+    control, to tell a busy machine from a held GIL.
 ``numba``
     In fresh processes: whether numba/llvmlite get imported, the resident
     memory before and after two calls, and (in a second process that
@@ -174,13 +172,22 @@ def timing(base: types.ModuleType, reps: int) -> dict[str, dict[str, float]]:
 
 
 def threads(base: types.ModuleType, n: int = 60, rounds: int = 5) -> dict[str, dict[str, float]]:
-    """Calls per second on a 5 s clip, serial and from two threads, baseline and current."""
+    """Calls per second on a 5 s clip, serial and from two threads, baseline and current.
+
+    Two controls run alongside: ``np.exp`` over a large array (releases the
+    GIL: should approach 2x when the machine has a free core) and a
+    pure-Python loop (holds it: about 1x).  If the GIL-free control does not
+    scale, the machine was too busy for the ratios to mean anything.
+    """
     from ser_engine import features as F
 
     y = _speech(5.0)
+    big = np.linspace(0.0, 1.0, 2_000_000)
     fns: dict[str, Callable[[], object]] = {
         "baseline": lambda: base.extract_features(y=y, config=base.FeatureConfig()),
         "current": lambda: F.extract_features(y=y, config=F.FeatureConfig()),
+        "control: np.exp (GIL released)": lambda: np.exp(big),
+        "control: pure Python (GIL held)": lambda: sum(i * i for i in range(50_000)),
     }
     rates: dict[str, list[float]] = {}
     with blas_threads(1), ThreadPoolExecutor(2) as pool:
@@ -202,51 +209,6 @@ def threads(base: types.ModuleType, n: int = 60, rounds: int = 5) -> dict[str, d
                "ratio": med[f"{name} 2 threads"] / med[f"{name} serial"]}  # fmt: skip
         for name in fns
     }
-
-
-def gil_probe(base: types.ModuleType, seconds: float = 2.0, rounds: int = 3) -> dict[str, float]:
-    """Share of the GIL a pure-Python thread still gets while ``extract_features`` runs in another.
-
-    A spinning thread counts loop iterations (it needs the GIL for each);
-    its rate while the main thread calls ``extract_features`` back to back,
-    divided by its rate while the main thread sleeps, is about the fraction
-    of the time the extraction leaves the GIL free (1: never holds it,
-    0: always).  Less sensitive to other processes than thread throughput,
-    as long as a core is free often enough; compare the two rows, not the
-    absolute values.
-    """
-    import threading
-
-    from ser_engine import features as F
-
-    y = _speech(5.0)
-    fns = {"baseline": lambda: base.extract_features(y=y, config=base.FeatureConfig()),
-           "current": lambda: F.extract_features(y=y, config=F.FeatureConfig())}  # fmt: skip
-    for fn in fns.values():
-        fn()
-    ratios: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            counts = []
-            for busy in (False, True):
-                state = {"stop": False, "n": 0}
-
-                def spin() -> None:
-                    n = 0
-                    while not state["stop"]:
-                        n += 1
-                    state["n"] = n
-
-                th = threading.Thread(target=spin)
-                th.start()
-                t0 = time.perf_counter()
-                while time.perf_counter() - t0 < seconds:
-                    fn() if busy else time.sleep(0.01)
-                state["stop"] = True
-                th.join()
-                counts.append(state["n"] / (time.perf_counter() - t0))
-            ratios[name].append(counts[1] / counts[0])
-    return {f"{k} (GIL share left to another thread)": float(np.median(v)) for k, v in ratios.items()}
 
 
 _NUMBA_PROBE = """
@@ -329,9 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--baseline", default=DEFAULT_BASELINE, help=f"git revision to compare with ({DEFAULT_BASELINE})")
     p.add_argument("--clips", type=int, default=100, help="RAVDESS clips for the numerics (100)")
     p.add_argument("--reps", type=int, default=30, help="timed repetitions of a 5 s clip (30; scaled by length)")
-    p.add_argument("--only", nargs="+", choices=("numerics", "timing", "threads", "gil", "numba"))
+    p.add_argument("--only", nargs="+", choices=("numerics", "timing", "threads", "numba"))
     args = p.parse_args(argv)
-    parts = args.only or ["numerics", "timing", "threads", "gil", "numba"]
+    parts = args.only or ["numerics", "timing", "threads", "numba"]
     base = load_baseline(args.baseline)
     print(f"# baseline {args.baseline}; load average {os.getloadavg()[0]:.2f}", flush=True)
     for part in parts:
@@ -342,9 +304,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res = timing(base, args.reps)
         elif part == "threads":
             res = threads(base)
-        elif part == "gil":
-            with blas_threads(1):
-                res = gil_probe(base)
         else:
             res = numba_probe(args.baseline)
         print(json.dumps({part: res}, indent=1), flush=True)
