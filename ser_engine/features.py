@@ -440,11 +440,26 @@ def stft_magnitude(*, y: np.ndarray, config: FeatureConfig) -> np.ndarray:
         raise ValueError("stft_magnitude: the signal has NaN or infinite samples")
     half = config.n_fft // 2
     frames = sliding_window_view(np.pad(y, half), config.n_fft)[:: config.hop_length]
-    spec = scipy.fft.rfft(frames * _stft_window(config.n_fft, config.win_length), axis=-1)
-    # Round to librosa's output type first (complex64 for a float32 signal),
-    # then take |.|; the transpose is Fortran-ordered, like librosa's matrix.
-    spec = spec.astype(np.result_type(y.dtype, np.complex64), copy=False)
-    return np.abs(spec).T.astype(np.float32, copy=False)
+    window = _stft_window(config.n_fft, config.win_length)
+    out = np.empty((frames.shape[0], 1 + half), dtype=np.float32)
+    complex_type = np.result_type(y.dtype, np.complex64)  # librosa's output type: complex64 for float32
+    for start in range(0, frames.shape[0], block := _block_frames(config.n_fft)):
+        spec = scipy.fft.rfft(frames[start : start + block] * window, axis=-1)
+        # Round to librosa's output type first, then take |.|.
+        np.abs(spec.astype(complex_type, copy=False), out=out[start : start + block], casting="same_kind")
+    return out.T  # Fortran-ordered, like librosa's matrix
+
+
+def _block_frames(frame_length: int) -> int:
+    """Frames per block so that a block of float64 frames is 256 KiB.
+
+    Working in blocks keeps the temporaries of the FFTs in cache and under
+    glibc's mmap threshold (whole-clip temporaries of several MB are mapped
+    and unmapped, page fault by page fault, on every call); librosa blocks
+    its STFT the same way (``librosa.util.MAX_MEM_BLOCK``).  Each frame is
+    transformed on its own, so blocking does not change any number.
+    """
+    return max(1, 2**18 // (8 * frame_length))
 
 
 def _summarise(M: np.ndarray, stats: Sequence[str]) -> np.ndarray:
@@ -737,8 +752,10 @@ def _yin(
     max_period = min(int(np.ceil(sr / fmin)), frame_length - 1)
     # Autocorrelation up to lag max_period (librosa.autocorrelate, whose FFT library is scipy.fft).
     n_pad = scipy.fft.next_fast_len(2 * frame_length - 1, real=True)
-    spec = scipy.fft.rfft(frames, n=n_pad, axis=-1)
-    acf = scipy.fft.irfft(spec.real**2 + spec.imag**2, n=n_pad, axis=-1)[:, : max_period + 1]
+    acf = np.empty((frames.shape[0], max_period + 1), dtype=np.result_type(frames.dtype, np.float32))
+    for start in range(0, frames.shape[0], block := _block_frames(n_pad)):
+        spec = scipy.fft.rfft(frames[start : start + block], n=n_pad, axis=-1)
+        acf[start : start + block] = scipy.fft.irfft(spec.real**2 + spec.imag**2, n=n_pad, axis=-1)[:, : max_period + 1]
     # Difference function d(k) = 2 (r(0) - r(k)) - sum_{m<k} y(m)^2 (with librosa's
     # zero energy term at k = 1), then its cumulative mean normalisation.
     energy = np.cumsum(np.square(frames[:, :max_period]), axis=-1)
