@@ -62,11 +62,11 @@ WorkerMode = Literal["thread", "process"]
 WORKER_MODES: Final[tuple[str, ...]] = ("thread", "process")
 
 #: Modules the forkserver imports once, so that every worker process it forks
-#: starts with numpy, scipy, scikit-learn, the engine and what the engine imports
-#: on its first prediction (librosa's filter banks with numba, PyAV) already
-#: loaded, and shares those pages copy-on-write with its siblings.  A name that
-#: does not import is skipped by the forkserver.
-_FORKSERVER_PRELOAD: Final[list[str]] = ["ser_engine.predict", "ser_engine.service", "librosa.filters", "av"]
+#: starts with numpy, scipy, scikit-learn, the engine and PyAV (imported by the
+#: engine on its first compressed file) already loaded, and shares those pages
+#: copy-on-write with its siblings.  A name that does not import is skipped by
+#: the forkserver.  (librosa is not needed to predict and is left out.)
+_FORKSERVER_PRELOAD: Final[list[str]] = ["ser_engine.predict", "ser_engine.service", "av"]
 
 #: Seconds :meth:`EmotionService.start` waits for worker processes to load the
 #: model and warm up (a cold ``spawn`` start imports librosa and scikit-learn: ~3-10 s
@@ -115,9 +115,17 @@ def _worker_init(payload: bytes, blas_threads: int | None, ready: Any) -> None:
 
         _WORKER_STATE["blas"] = threadpool_limits(limits=blas_threads, user_api="blas")
     predictor = pickle.loads(payload)  # noqa: S301 - our own object, pickled by the parent
-    predictor.predict_signal(_warmup_signal(), 16_000)  # numba JIT, filter banks, caches
+    _preload_decoders()
+    predictor.predict_signal(_warmup_signal(), 16_000)  # filter banks, FFT plans, caches
     _WORKER_STATE["predictor"] = predictor
     ready.put(os.getpid())
+
+
+def _preload_decoders() -> None:
+    """Load the in-process decoders (PyAV) now, not on the first voice note (see :func:`ser_engine.audio.preload_decoders`)."""
+    from .audio import preload_decoders
+
+    preload_decoders()
 
 
 def _worker_ping() -> int:
@@ -464,9 +472,9 @@ class EmotionService:
     async def start(self) -> None:
         """Start and warm up every worker: JIT compilation and caches happen now.
 
-        Each worker runs one prediction on a synthetic 1 s harmonic signal so
-        a user's first voice note does not pay for numba compilation or filter
-        bank construction.  In process mode this waits until every worker
+        Each worker loads the in-process decoders and runs one prediction on
+        a synthetic 1 s harmonic signal, so a user's first voice note does not
+        pay for loading FFmpeg's libraries or building filter banks.  In process mode this waits until every worker
         process has loaded the model and warmed up.
 
         Raises
@@ -497,6 +505,7 @@ class EmotionService:
             self._blas_limit = threadpool_limits(limits=self.blas_threads, user_api="blas")
         y = _warmup_signal()
         predictor = pool.predictor
+        await loop.run_in_executor(pool.executor, _preload_decoders)
         await asyncio.gather(
             *(loop.run_in_executor(pool.executor, predictor.predict_signal, y, 16_000) for _ in range(self.workers))
         )
@@ -642,8 +651,8 @@ def _importing_in_forkserver() -> bool:
 def _prepare_forkserver() -> None:
     """Warm the feature extractor in the forkserver, then freeze its objects for the forks.
 
-    Feature extraction compiled once here (numba JIT, cached filter banks of
-    the default :class:`~ser_engine.features.FeatureConfig`) is inherited by
+    Feature extraction warmed once here (cached filter banks and windows of
+    the default :class:`~ser_engine.features.FeatureConfig`, PyAV) is inherited by
     every worker process the forkserver forks, so a new pool (after a model
     swap or a crash) starts fast and the workers share that memory.
     :func:`gc.freeze` keeps the workers' garbage collector from touching,
@@ -654,6 +663,7 @@ def _prepare_forkserver() -> None:
     try:
         from .features import FeatureConfig, extract_features
 
+        _preload_decoders()
         extract_features(y=_warmup_signal(), sr=16_000, config=FeatureConfig())
     except Exception as exc:  # pragma: no cover - the workers warm up themselves
         log.debug("forkserver warm-up skipped: %s", exc)
