@@ -64,9 +64,20 @@ __all__ = [
 FEATURE_VERSION: Final[int] = 1
 """Version of the extraction code; bump whenever the numbers it gives change."""
 
-STATISTICS: Final[tuple[str, ...]] = ("mean", "std", "p10", "p50", "p90", "slope")
-"""Summary statistics known to :class:`FeatureConfig` (slope: least-squares
-slope against time normalised to [-0.5, 0.5], i.e. change over the clip)."""
+STATISTICS: Final[tuple[str, ...]] = (
+    "mean", "std", "p10", "p50", "p90", "slope", "min", "max", "skew", "kurtosis", "absdiff",
+)  # fmt: skip
+"""Summary statistics known to :class:`FeatureConfig`, in vector order.
+
+``slope``: least-squares slope against time normalised to [-0.5, 0.5], i.e.
+the change over the clip; ``skew`` and ``kurtosis``: population skewness and
+excess kurtosis (``scipy.stats.skew`` / ``scipy.stats.kurtosis`` with
+``bias=True``; 0 for a constant row); ``absdiff``: mean absolute difference
+between consecutive frames (how fast the descriptor moves, per 10 ms hop),
+the functionals of openSMILE's large feature sets (Eyben et al., "openSMILE:
+the Munich versatile and fast open-source audio feature extractor", ACM MM
+2010) that add to the first six.
+"""
 
 DESCRIPTOR_GROUPS: Final[tuple[str, ...]] = (
     "mfcc", "mfcc_delta", "mfcc_delta2", "mel", "chroma", "contrast", "tonnetz", "spectral", "prosody",
@@ -492,6 +503,26 @@ def _summarise(M: np.ndarray, stats: Sequence[str]) -> np.ndarray:
             else:
                 t = np.linspace(-0.5, 0.5, T)
                 out[:, i] = (M64 - mean[:, None]) @ t / float(t @ t)
+        elif s == "min":
+            out[:, i] = M64.min(axis=1)
+        elif s == "max":
+            out[:, i] = M64.max(axis=1)
+        elif s == "absdiff":
+            out[:, i] = np.abs(np.diff(M64, axis=1)).mean(axis=1) if T > 1 else 0.0
+    moment_idx = [i for i, s in enumerate(stats) if s in ("skew", "kurtosis")]
+    if moment_idx:
+        c = M64 - mean[:, None]
+        c2 = c * c
+        m2 = c2.mean(axis=1)
+        # Rows with (numerically) no variance, scipy's test: m2 <= (eps * mean)^2.
+        flat = m2 <= (np.finfo(np.float64).eps * mean) ** 2
+        m2 = np.where(flat, 1.0, m2)
+        for i in moment_idx:
+            if stats[i] == "skew":
+                value = (c2 * c).mean(axis=1) / m2**1.5
+            else:
+                value = (c2 * c2).mean(axis=1) / m2**2 - 3.0
+            out[:, i] = np.where(flat, 0.0, value)
     return out.ravel()
 
 
