@@ -420,6 +420,12 @@ def _read_pyav(source: AudioSource, limits: AudioLimits) -> tuple[np.ndarray, in
             return None
 
 
+FFMPEG_DEMUXERS: Final[str] = (
+    "ogg,matroska,webm,mov,mp4,m4a,3gp,mp3,aac,wav,w64,flac,aiff,caf,amr,asf,au,wv,ape,tta,voc,avi,ac3,eac3"
+)
+"""Demuxers the ffmpeg subprocess may use (``-format_whitelist``); with ``-protocol_whitelist file``."""
+
+
 def _read_ffmpeg(source: AudioSource, limits: AudioLimits) -> tuple[np.ndarray, int]:
     """Decode with an ffmpeg subprocess: 32-bit float mono WAV on a pipe."""
     exe = ffmpeg_executable()
@@ -435,6 +441,8 @@ def _read_ffmpeg(source: AudioSource, limits: AudioLimits) -> tuple[np.ndarray, 
             path = os.fspath(source)
         cmd = [
             exe, "-nostdin", "-hide_banner", "-loglevel", "error",
+            # Only local files and audio containers: no playlists (hls, concat) that open other files or URLs.
+            "-protocol_whitelist", "file", "-format_whitelist", FFMPEG_DEMUXERS,
             "-i", f"file:{path}",
             "-map", "0:a:0", "-vn", "-sn", "-dn",
             "-t", f"{limits.max_duration_s + 1.0:.3f}",

@@ -416,3 +416,17 @@ def test_a_forced_decoder_has_no_fallback(notes, angry_clip, ffmpeg, tmp_path):
     assert load_audio(m4a, decoder="pyav").size == load_audio(m4a).size
     # FLAC through PyAV: the same samples as through libsndfile.
     np.testing.assert_allclose(load_audio(angry_clip, decoder="pyav"), load_audio(angry_clip), atol=1e-6)
+
+
+@pytest.mark.parametrize("decoder", ["auto", "ffmpeg"])
+def test_a_playlist_pointing_at_a_local_file_is_refused(decoder, ffmpeg, angry_clip, tmp_path):
+    # An HLS playlist that names a real audio file on this machine: decoding it would read that file.
+    target = tmp_path / "secret.wav"
+    sf.write(target, sf.read(angry_clip, dtype="float32")[0], TARGET_SR)
+    assert load_audio(target).size > 0  # the file itself is readable audio
+    playlist = (
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENCE:0\n"
+        f"#EXTINF:10.0,\nfile:{target}\n#EXTINF:10.0,\n{target}\n#EXT-X-ENDLIST\n"
+    ).encode()
+    with pytest.raises(UndecodableAudioError):
+        load_audio(playlist, decoder=decoder)
