@@ -625,7 +625,8 @@ def extract_features(
     ------
     ValueError
         Neither ``y`` nor ``S`` given, ``sr`` differs from ``config.sr``,
-        ``S`` has the wrong number of bins, or ``y`` is needed but missing.
+        ``S`` has the wrong number of bins, ``y`` is needed but missing, or
+        ``y`` is not a finite one-dimensional floating-point signal.
     """
     config = config or FeatureConfig()
     if sr != config.sr:
