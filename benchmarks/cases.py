@@ -496,6 +496,8 @@ def _shipped_recipe(engine: Any) -> list[str] | None:
         args.append("--no-calibrate")
     if "--augment" in options and meta.get("augment"):
         args += ["--augment", ",".join(meta["augment"])]
+    if "--inner-folds" in options and meta.get("inner_folds"):
+        args += ["--inner-folds", str(meta["inner_folds"])]
     return args
 
 

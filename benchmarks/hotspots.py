@@ -11,8 +11,8 @@ as in the service):
 3. how decoding and feature extraction scale over two threads and over two
    processes -- work that holds the GIL gains nothing from the service's
    second worker thread;
-4. the first call's cost in a fresh process (imports, librosa's numba
-   compilation), which is what the service's warm-up pays.
+4. the first call's cost in a fresh process (imports, decoder libraries,
+   filter banks), which is what the service's warm-up pays.
 """
 
 from __future__ import annotations
@@ -60,46 +60,40 @@ def step_times(y: np.ndarray, config: Any, *, reps: int = 30) -> dict[str, float
         Median time of each step in milliseconds, and ``extract_features``
         (the whole call) for comparison.
     """
-    import librosa
     import scipy.fft
     import soxr
     from ser_engine import features as F
 
     S = F.stft_magnitude(y=y, config=config)
     P = np.square(S)
-    mel_basis = librosa.filters.mel(sr=config.sr, n_fft=config.n_fft, n_mels=config.n_mels, dtype=np.float32)
+    mel_basis = F._mel_basis(config.sr, config.n_fft, config.n_mels, config.fmin, config.fmax)
     mel = mel_basis @ P
-    log_mel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
+    log_mel = F._power_to_db(mel, top_db=None)
     mfcc = scipy.fft.dct(log_mel, axis=0, type=2, norm="ortho")[: config.n_mfcc]
-    chroma_basis = librosa.filters.chroma(sr=config.sr, n_fft=config.n_fft, tuning=0.0, dtype=np.float32)
-    chroma = librosa.util.normalize(chroma_basis @ P, norm=np.inf, axis=0)
+    chroma_basis = F._chroma_basis(config.sr, config.n_fft)
+    raw_chroma = chroma_basis @ P
+    chroma = raw_chroma / np.maximum(np.abs(raw_chroma).max(axis=0, keepdims=True), np.finfo(np.float32).tiny)
     pitch_sr = 8000
     y8 = soxr.resample(y, config.sr, pitch_sr, quality="LQ")
     hop8 = config.hop_length * pitch_sr // config.sr
     frame8 = 2 * int(np.ceil(pitch_sr / config.fmin_f0)) + 2
+    yin = {"fmin": config.fmin_f0, "fmax": config.fmax_f0, "sr": pitch_sr, "frame_length": frame8,
+           "hop_length": hop8, "trough_threshold": 0.1}  # fmt: skip
     stacked = np.vstack([mfcc, mfcc, mfcc, log_mel, chroma, np.zeros((7 + 6 + 6 + 1, S.shape[1]))])
 
+    # The engine's own pieces (features.py computes librosa 0.11's descriptors in numpy).
     steps: dict[str, Callable[[], object]] = {
         "extract_features (whole)": lambda: F.extract_features(y=y, sr=config.sr, config=config),
         "stft": lambda: F.stft_magnitude(y=y, config=config),
         "mel + log + dct": lambda: scipy.fft.dct(
-            librosa.power_to_db(mel_basis @ P, ref=1.0, amin=1e-10, top_db=None), axis=0, type=2, norm="ortho"
+            F._power_to_db(mel_basis @ P, top_db=None), axis=0, type=2, norm="ortho"
         ),
-        "chroma": lambda: librosa.util.normalize(chroma_basis @ P, norm=np.inf, axis=0),
-        "delta + delta2 (librosa)": lambda: (
-            librosa.feature.delta(mfcc, width=9, order=1, axis=-1),
-            librosa.feature.delta(mfcc, width=9, order=2, axis=-1),
-        ),
-        "spectral_contrast": lambda: librosa.feature.spectral_contrast(S=S, sr=config.sr, n_fft=config.n_fft),
-        "tonnetz (from chroma)": lambda: librosa.feature.tonnetz(chroma=chroma, sr=config.sr),
-        "resample to 8 kHz + yin": lambda: librosa.yin(
-            soxr.resample(y, config.sr, pitch_sr, quality="LQ"), fmin=config.fmin_f0, fmax=config.fmax_f0,
-            sr=pitch_sr, frame_length=frame8, hop_length=hop8, center=True, trough_threshold=0.1,
-        ),  # fmt: skip
-        "yin alone": lambda: librosa.yin(
-            y8, fmin=config.fmin_f0, fmax=config.fmax_f0, sr=pitch_sr, frame_length=frame8, hop_length=hop8,
-            center=True, trough_threshold=0.1,
-        ),  # fmt: skip
+        "chroma": lambda: chroma_basis @ P,
+        "delta + delta2": lambda: (F._delta(mfcc, width=9, order=1), F._delta(mfcc, width=9, order=2)),
+        "spectral_contrast": lambda: F._spectral_contrast(S, config),
+        "tonnetz (from chroma)": lambda: F._tonnetz(chroma),
+        "resample to 8 kHz + yin": lambda: F._yin(soxr.resample(y, config.sr, pitch_sr, quality="LQ"), **yin),
+        "yin alone": lambda: F._yin(y8, **yin),
         f"summaries ({stacked.shape[0]} rows x {len(config.stats)} stats)": lambda: F._summarise(stacked, config.stats),
     }
     samples = interleaved([Variant(k, fn) for k, fn in steps.items()], reps=reps, warmup=2)
@@ -179,7 +173,6 @@ p.predict(data)
 t3 = time.perf_counter()
 p.predict(data)
 t4 = time.perf_counter()
-import librosa.core.audio  # noqa: F401  (loaded lazily by the first call above)
 print(json.dumps({"import": t1 - t0, "load": t2 - t1, "first_predict": t3 - t2, "second_predict": t4 - t3}))
 """
 

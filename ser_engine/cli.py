@@ -335,6 +335,8 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             _, temperature = calibration.result()
         bundle = dataclasses.replace(bundle, temperature=temperature,
                                      metadata={**bundle.metadata, "temperature": float(temperature)})  # fmt: skip
+    if not args.no_calibrate or args.nested_grid:
+        bundle.metadata["inner_folds"] = args.inner_folds
     target = args.out or Path("models") / f"ravdess-{len(labels)}class.joblib"
     save_bundle(bundle, target)
     size_kib = target.stat().st_size / 1024

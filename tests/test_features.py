@@ -153,9 +153,13 @@ def _assert_same_features(got: np.ndarray, want: np.ndarray) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+# The frozen "default" vectors were computed when the default statistics were BASIC_STATISTICS.
+_FROZEN_DEFAULT = FeatureConfig(stats=F.BASIC_STATISTICS)
+
+
 @pytest.mark.parametrize("config_name", ["default", "tutorial"])
 def test_features_match_the_frozen_reference(config_name, clips):
-    config = FeatureConfig() if config_name == "default" else FeatureConfig.tutorial()
+    config = _FROZEN_DEFAULT if config_name == "default" else FeatureConfig.tutorial()
     want = np.load(_REF_DIR / f"features_ref_{config_name}.npy")
     got = np.stack([extract_features(y=y, config=config) for y in clips])
     _assert_same_features(got, want)
@@ -163,8 +167,31 @@ def test_features_match_the_frozen_reference(config_name, clips):
 
 def test_short_clips_match_the_frozen_reference(clips):
     want = np.load(_REF_DIR / "features_ref_short.npy")
-    got = np.stack([extract_features(y=clips[0][cut], config=FeatureConfig()) for cut in _REF_SHORT_CUTS])
+    got = np.stack([extract_features(y=clips[0][cut], config=_FROZEN_DEFAULT) for cut in _REF_SHORT_CUTS])
     _assert_same_features(got, want)
+
+
+def test_extra_statistics_match_scipy_and_extend_the_basic_vector(clips):
+    import scipy.stats
+
+    full = FeatureConfig()
+    assert full.stats == F.STATISTICS and full.n_features == 2378
+    y = clips[0]
+    basic, rich = extract_features(y=y, config=_FROZEN_DEFAULT), extract_features(y=y, config=full)
+    names = np.array(full.feature_names())
+    keep = np.isin(names, _FROZEN_DEFAULT.feature_names())
+    np.testing.assert_array_equal(rich[keep], basic)  # the first six statistics are unchanged
+    # Every statistic of the MFCC rows against numpy/scipy on the same frames.
+    S = stft_magnitude(y=y, config=full)
+    rows = F._summarise(np.vstack([S[:5], np.full((1, S.shape[1]), 2.0)]), F.STATISTICS).reshape(6, -1)
+    M = S[:5].astype(np.float64)
+    k = {name: i for i, name in enumerate(F.STATISTICS)}
+    np.testing.assert_allclose(rows[:5, k["min"]], M.min(axis=1))
+    np.testing.assert_allclose(rows[:5, k["max"]], M.max(axis=1))
+    np.testing.assert_allclose(rows[:5, k["skew"]], scipy.stats.skew(M, axis=1), rtol=1e-9)
+    np.testing.assert_allclose(rows[:5, k["kurtosis"]], scipy.stats.kurtosis(M, axis=1), rtol=1e-9)
+    np.testing.assert_allclose(rows[:5, k["absdiff"]], np.abs(np.diff(M, axis=1)).mean(axis=1))
+    assert rows[5, k["skew"]] == 0.0 and rows[5, k["kurtosis"]] == 0.0  # a constant row has no shape
 
 
 # --------------------------------------------------------------------------------------------------
