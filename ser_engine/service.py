@@ -69,7 +69,7 @@ WORKER_MODES: Final[tuple[str, ...]] = ("thread", "process")
 _FORKSERVER_PRELOAD: Final[list[str]] = ["ser_engine.predict", "ser_engine.service", "av"]
 
 #: Seconds :meth:`EmotionService.start` waits for worker processes to load the
-#: model and warm up (a cold ``spawn`` start imports librosa and scikit-learn: ~3-10 s
+#: model and warm up (a cold ``spawn`` start imports scipy, scikit-learn and PyAV: ~3-10 s
 #: on a busy 2-core machine; generous so a slow disk is not mistaken for a failure).
 _START_TIMEOUT_S: Final[float] = 180.0
 
@@ -213,7 +213,7 @@ def _process_context() -> multiprocessing.context.BaseContext:
 def prestart_process_workers() -> None:
     """Start the forkserver (and its imports) in the background, ahead of the first process pool.
 
-    The forkserver imports numpy, scipy, scikit-learn, librosa and the engine
+    The forkserver imports numpy, scipy, scikit-learn, PyAV and the engine
     once (~2-4 s of CPU); starting it while the caller still imports and loads
     its own modules overlaps the two on a second core.  Does nothing where
     the ``spawn`` start method is used.  Safe to call more than once.

@@ -309,9 +309,8 @@ def featurize(
             if X.shape == (len(paths), config.n_features):
                 return X
     if n_jobs != 1 and len(paths) > 1:
-        # Run the first clip in this process: numba compiles and caches
-        # librosa's kernels once here, instead of in several workers that
-        # race to write the same cache files (which can corrupt them).
+        # Run the first clip in this process: it fails fast on a broken
+        # corpus before worker processes are started.
         first = extract_many(paths[:1], config=config, limits=limits)
         rest = extract_many(paths[1:], config=config, n_jobs=n_jobs, progress=progress, limits=limits)
         X = np.vstack([first, rest])
