@@ -36,7 +36,7 @@ import numpy as np
 
 from .audio import TARGET_SR, AudioLimits, load_audio
 
-__all__ = ["CONDITIONS", "CONDITIONS_VERSION", "active_power", "add_noise", "apply_condition", "opus_round_trip"]
+__all__ = ["CONDITIONS", "CONDITIONS_VERSION", "is_condition", "condition_parts", "active_power", "add_noise", "apply_condition", "opus_round_trip"]
 
 
 CONDITIONS_VERSION: Final[int] = 2
@@ -215,6 +215,36 @@ CONDITIONS: Final[dict[str, Callable[[np.ndarray, int], np.ndarray]]] = {
 """Condition name -> ``f(y, seed) -> degraded y`` on 16 kHz mono signals."""
 
 
+def condition_parts(condition: str) -> tuple[str, ...]:
+    """The conditions of a name: ``"noise20"`` -> ``("noise20",)``; ``"opus24k|noise20"`` -> both.
+
+    A name joining conditions with ``|`` is a *rotation*: clip ``seed``
+    gets ``parts[seed % len(parts)]``, so that one degraded copy of a corpus
+    holds each condition on an equal share of its clips (one augmented copy
+    instead of one per condition: the same variety for a third of the
+    extraction time with three conditions).
+
+    Raises
+    ------
+    ValueError
+        If a part is unknown, repeated or ``"clean"`` inside a rotation.
+    """
+    parts = tuple(part.strip() for part in condition.split("|"))
+    unknown = [part for part in parts if part not in CONDITIONS or (len(parts) > 1 and part == "clean")]
+    if unknown or len(set(parts)) != len(parts):
+        raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}, or join several with '|'")
+    return parts
+
+
+def is_condition(condition: str) -> bool:
+    """Whether :func:`apply_condition` accepts ``condition`` (a name of :data:`CONDITIONS` or a ``|`` rotation)."""
+    try:
+        condition_parts(condition)
+    except ValueError:
+        return False
+    return True
+
+
 def apply_condition(y: np.ndarray, condition: str, *, seed: int = 0) -> np.ndarray:
     """Degrade a 16 kHz mono signal by a named condition of :data:`CONDITIONS`.
 
@@ -223,9 +253,10 @@ def apply_condition(y: np.ndarray, condition: str, *, seed: int = 0) -> np.ndarr
     y : np.ndarray, shape (n_samples,)
         Mono signal at 16 kHz.
     condition : str
-        A key of :data:`CONDITIONS`.
+        A key of :data:`CONDITIONS`, or several joined by ``|`` (a rotation:
+        :func:`condition_parts`).
     seed : int, default 0
-        Seed of random conditions (noise).
+        Seed of random conditions (noise); in a rotation also which part applies.
 
     Returns
     -------
@@ -238,8 +269,6 @@ def apply_condition(y: np.ndarray, condition: str, *, seed: int = 0) -> np.ndarr
     RuntimeError
         If libopus is missing (Opus conditions).
     """
-    try:
-        fn = CONDITIONS[condition]
-    except KeyError:
-        raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}") from None
+    parts = condition_parts(condition)
+    fn = CONDITIONS[parts[seed % len(parts)]]
     return fn(np.asarray(y, dtype=np.float32), seed)

@@ -55,14 +55,14 @@ def _positive_int(text: str) -> int:
 
 
 def _condition_list(text: str) -> list[str]:
-    from .augment import CONDITIONS
+    from .augment import CONDITIONS, is_condition
 
     chosen = [c.strip() for c in text.split(",") if c.strip()]
-    unknown = [c for c in chosen if c not in CONDITIONS or c == "clean"]
+    unknown = [c for c in chosen if not is_condition(c) or c == "clean"]
     if unknown or not chosen:
         raise argparse.ArgumentTypeError(
             f"unknown condition(s) {', '.join(unknown) or '(none given)'}; choose from "
-            f"{','.join(c for c in CONDITIONS if c != 'clean')}"
+            f"{','.join(c for c in CONDITIONS if c != 'clean')}, or join several with '|' (one per clip, in turn)"
         )
     return chosen
 
@@ -129,7 +129,8 @@ def _recipe_options() -> argparse.ArgumentParser:
     )  # fmt: skip
     recipe.add_argument(
         "--augment", type=_condition_list, default=[], metavar="C1,C2,...",
-        help="also train on copies of the training clips degraded this way, e.g. opus24k,noise20",
+        help="also train on copies of the training clips degraded this way, e.g. opus24k,noise20; "
+        "'opus24k|noise20|pitch+1': one copy, each clip degraded by one of them in turn",
     )  # fmt: skip
     recipe.add_argument(
         "--condition", type=_condition_list, default=[], metavar="C1,C2,...",

@@ -364,10 +364,9 @@ def featurize_condition(
     ser_engine.errors.AudioError, RuntimeError
         If a clip cannot be decoded or ffmpeg fails.
     """
-    from .augment import CONDITIONS, CONDITIONS_VERSION
+    from .augment import CONDITIONS_VERSION, condition_parts
 
-    if condition not in CONDITIONS:
-        raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
+    condition_parts(condition)  # ValueError if unknown
     config = config or FeatureConfig()
     cache_file: Path | None = None
     if cache_dir is not None and clips:

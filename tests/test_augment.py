@@ -13,6 +13,8 @@ from ser_engine.augment import (
     active_power,
     add_noise,
     apply_condition,
+    condition_parts,
+    is_condition,
     opus_round_trip,
 )
 
@@ -66,3 +68,16 @@ def test_every_condition_runs_and_unknown_is_refused(speech: np.ndarray) -> None
         assert np.isfinite(out).all()
     with pytest.raises(ValueError, match="unknown condition"):
         apply_condition(short, "underwater")
+
+
+def test_a_rotation_gives_each_clip_one_of_its_conditions_in_turn(speech: np.ndarray) -> None:
+    rotation = "noise20|gain-6|pitch+1"
+    assert condition_parts(rotation) == ("noise20", "gain-6", "pitch+1") and is_condition(rotation)
+    for seed in range(6):
+        part = ("noise20", "gain-6", "pitch+1")[seed % 3]
+        np.testing.assert_array_equal(apply_condition(speech, rotation, seed=seed),
+                                      apply_condition(speech, part, seed=seed))  # fmt: skip
+    for bad in ("noise20|nope", "noise20|noise20", "clean|noise20", "", "noise20|"):
+        assert not is_condition(bad)
+        with pytest.raises(ValueError):
+            apply_condition(speech, bad)

@@ -49,21 +49,29 @@ class SlowPredictor:
         return self.inner.predict_signal(y, sr)
 
 
+async def _gather_while_ticking(coros) -> tuple[list, int]:
+    """Await the coroutines together while a 1 ms ticker counts how often the event loop got to run."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    t = asyncio.create_task(ticker())
+    try:
+        results = await asyncio.gather(*coros)
+    finally:
+        t.cancel()
+    return results, ticks
+
+
 async def test_analyses_match_the_predictor_and_run_off_the_loop(predictor, angry_clip, voice_note_factory):
     note = voice_note_factory(angry_clip).read_bytes()
     expected = predictor.predict(note)
     async with EmotionService(predictor, workers=2) as service:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.001)
-                ticks += 1
-
-        t = asyncio.create_task(ticker())
-        results = await asyncio.gather(*(service.analyse(note) for _ in range(6)))
-        t.cancel()
+        results, ticks = await _gather_while_ticking(service.analyse(note) for _ in range(6))
     assert all(isinstance(r, Prediction) and r.label == expected.label for r in results)
     assert all(abs(r.confidence - expected.confidence) < 1e-6 for r in results)
     assert ticks > 0, "the event loop was blocked while analysing"
@@ -185,17 +193,7 @@ async def test_process_workers_match_the_predictor_in_other_processes(predictor,
     async with EmotionService(tagged, workers=2, mode="process") as service:
         pids = service.worker_pids()
         assert len(pids) == 2 and os.getpid() not in pids
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.001)
-                ticks += 1
-
-        t = asyncio.create_task(ticker())
-        results = await asyncio.gather(*(service.analyse(note) for _ in range(8)))
-        t.cancel()
+        results, ticks = await _gather_while_ticking(service.analyse(note) for _ in range(8))
         assert {int(r.duration_s) for r in results} <= set(pids)
         assert all(_same(r, expected) for r in results)
         assert all(r.features is not None and np.allclose(r.features, expected.features) for r in results)
