@@ -94,9 +94,8 @@ async def analyse_for_speaker(
             if not isinstance(exc, StoreUnavailableError):
                 log.error("reading speaker statistics failed; using global statistics", exc_info=exc)
             stats = None
-    if stats is not None and stats.mean.size != predictor.bundle.feature_config.n_features:
-        stats = None
-    # The statistics travel with the request: the worker (thread or process) normalises with them.
+    # The statistics travel with the request: the worker (thread or process) normalises with them
+    # (statistics of another feature configuration, after a model swap, are dropped there).
     prediction = await service.analyse(data, speaker_stats=stats)
     features = prediction.features
     if service.predictor is not predictor and feature_key(service.predictor) != key:
