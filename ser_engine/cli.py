@@ -224,7 +224,7 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
 
     from .corpora import LOADERS, load_ravdess
     from .features import FeatureConfig
-    from .training import encode_labels, featurize, featurize_condition, label_order
+    from .training import encode_labels, featurize, featurize_conditions, label_order
 
     if args.format == "ravdess":
         clips = load_ravdess(args.corpus, emotions=args.emotions, include_song=args.include_song)
@@ -246,27 +246,22 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
     groups = np.array([c.speaker for c in clips])
     overrides = {"max_iter": args.max_iter} if args.max_iter else None
     args.clips = clips
-    args.augmented = {
-        condition: featurize_condition(clips, condition, config=config, n_jobs=args.jobs, cache_dir=args.cache_dir)
-        for condition in args.augment
-    }
+    args.augmented = featurize_conditions(
+        clips, args.augment, config=config, n_jobs=args.jobs, progress=not args.quiet, cache_dir=args.cache_dir
+    )
     return clips, labels, X, y, groups, config, overrides
 
 
 def _run_evaluation(args: argparse.Namespace, labels: Any, X: Any, y: Any, groups: Any, config: Any, overrides: Any) -> Any:
     from .evaluation import evaluate
-    from .training import featurize_condition
+    from .training import featurize_conditions
 
     n_speakers = len(set(groups.tolist()))
     if args.folds > n_speakers or args.folds < 2:
         raise SERError(f"--folds must be between 2 and the number of speakers ({n_speakers}).")
-    variants = {}
-    for condition in args.condition:
-        if not args.quiet:
-            print(f"features of the clips under {condition} ...", file=sys.stderr)
-        variants[condition] = featurize_condition(
-            args.clips, condition, config=config, n_jobs=args.jobs, cache_dir=args.cache_dir
-        )
+    variants = featurize_conditions(
+        args.clips, args.condition, config=config, n_jobs=args.jobs, progress=not args.quiet, cache_dir=args.cache_dir
+    )
     return evaluate(
         X, y, groups, labels=labels, preset=args.preset, scaler=not args.no_scaler, overrides=overrides,
         random_state=args.seed, folds=args.folds, feature_config=config.to_dict(), n_jobs=args.jobs,

@@ -48,6 +48,7 @@ __all__ = [
     "encode_labels",
     "featurize",
     "featurize_condition",
+    "featurize_conditions",
     "fit_pipeline",
     "label_order",
     "mlp_params",
@@ -324,12 +325,111 @@ def featurize(
     return X
 
 
-def _condition_features(path: str, condition: str, seed: int, config: FeatureConfig, limits: AudioLimits | None) -> np.ndarray:
+def _conditions_features(
+    path: str, conditions: Sequence[str], seed: int, config: FeatureConfig, limits: AudioLimits | None
+) -> np.ndarray:
     from .audio import load_audio
     from .augment import apply_condition
 
-    y = apply_condition(load_audio(path, limits=limits), condition, seed=seed)
-    return extract_features(y=y, config=config)
+    y = load_audio(path, limits=limits)
+    return np.stack([extract_features(y=apply_condition(y, c, seed=seed), config=config) for c in conditions])
+
+
+def _condition_cache_file(
+    cache_dir: str | os.PathLike[str], fingerprint: str, clips: Sequence[Clip], condition: str, config: FeatureConfig
+) -> Path:
+    from .augment import CONDITIONS_VERSION
+
+    key_src = fingerprint + repr(sorted(config.to_dict().items())) + f"v{FEATURE_VERSION}"
+    key_src += f"\ncondition={condition} v{CONDITIONS_VERSION}\n" + "\n".join(Path(c.path).name for c in clips)
+    return Path(cache_dir) / f"features-{hashlib.sha256(key_src.encode()).hexdigest()[:24]}.npy"
+
+
+def featurize_conditions(
+    clips: Sequence[Clip],
+    conditions: Sequence[str],
+    *,
+    config: FeatureConfig | None = None,
+    n_jobs: int = 1,
+    progress: bool = False,
+    limits: AudioLimits | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Feature matrices of the clips under degradations of :data:`ser_engine.augment.CONDITIONS`.
+
+    Each clip is decoded once and every condition not yet cached is applied
+    to that one signal in the same worker task (one decode and one task per
+    clip instead of one per clip and condition).  Clip ``i`` is degraded
+    with seed ``i`` (reproducible noise, and the part of a rotation).
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+    conditions : sequence of str
+        E.g. ``["opus24k", "noise20", "pitch+1"]``; ``"clean"`` equals
+        :func:`featurize`; a ``|`` rotation counts as one condition.
+    config, n_jobs, limits, cache_dir
+        As :func:`featurize`; each condition's matrix is cached in its own
+        file (the key includes the condition and
+        :data:`~ser_engine.augment.CONDITIONS_VERSION`).
+    progress : bool, default False
+        Show a tqdm progress bar on stderr.
+
+    Returns
+    -------
+    dict of str to np.ndarray, shape (n_clips, config.n_features), float32
+        One matrix per distinct condition; row ``i`` belongs to ``clips[i]``.
+
+    Raises
+    ------
+    ValueError
+        If a condition is unknown.
+    ser_engine.errors.AudioError, RuntimeError
+        If a clip cannot be decoded or libopus is missing.
+    """
+    from .augment import condition_parts
+
+    conditions = list(dict.fromkeys(conditions))
+    for condition in conditions:
+        condition_parts(condition)  # ValueError if unknown
+    config = config or FeatureConfig()
+    out: dict[str, np.ndarray] = {}
+    files: dict[str, Path] = {}
+    if cache_dir is not None and clips and conditions:
+        fingerprint = data_fingerprint(clips)
+        for condition in conditions:
+            files[condition] = _condition_cache_file(cache_dir, fingerprint, clips, condition, config)
+            if files[condition].is_file():
+                X = np.load(files[condition])
+                if X.shape == (len(clips), config.n_features):
+                    out[condition] = X
+    todo = [c for c in conditions if c not in out]
+    if not todo:
+        return {c: out[c] for c in conditions}
+    if not clips:
+        return {c: np.zeros((0, config.n_features), np.float32) for c in conditions}
+    from tqdm.auto import tqdm
+
+    args = [(str(c.path), todo, i, config, limits) for i, c in enumerate(clips)]
+    it = iter(tqdm(args, desc="+".join(todo), unit="clip", disable=not progress))
+    # The first clip runs here: a broken corpus or a missing codec fails before workers start.
+    rows = [_conditions_features(*next(it))]
+    if n_jobs == 1 or len(args) < 2:
+        rows += [_conditions_features(*a) for a in it]
+    else:
+        from joblib import Parallel, delayed
+
+        rows += Parallel(n_jobs=n_jobs, batch_size=4)(delayed(_conditions_features)(*a) for a in it)
+    block = np.stack(rows).astype(np.float32, copy=False)  # (n_clips, n_todo, n_features)
+    for k, condition in enumerate(todo):
+        X = np.ascontiguousarray(block[:, k, :])
+        out[condition] = X
+        if condition in files:
+            files[condition].parent.mkdir(parents=True, exist_ok=True)
+            tmp = files[condition].with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, X)
+            os.replace(tmp, files[condition])
+    return {c: out[c] for c in conditions}
 
 
 def featurize_condition(
@@ -341,9 +441,7 @@ def featurize_condition(
     limits: AudioLimits | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> np.ndarray:
-    """Feature matrix of the clips after a degradation of :data:`ser_engine.augment.CONDITIONS`.
-
-    Clip ``i`` is degraded with seed ``i`` (reproducible noise).
+    """Feature matrix of the clips after one degradation: :func:`featurize_conditions` with one condition.
 
     Parameters
     ----------
@@ -362,36 +460,11 @@ def featurize_condition(
     ValueError
         If ``condition`` is unknown.
     ser_engine.errors.AudioError, RuntimeError
-        If a clip cannot be decoded or ffmpeg fails.
+        If a clip cannot be decoded or libopus is missing.
     """
-    from .augment import CONDITIONS_VERSION, condition_parts
-
-    condition_parts(condition)  # ValueError if unknown
-    config = config or FeatureConfig()
-    cache_file: Path | None = None
-    if cache_dir is not None and clips:
-        key_src = data_fingerprint(clips) + repr(sorted(config.to_dict().items())) + f"v{FEATURE_VERSION}"
-        key_src += f"\ncondition={condition} v{CONDITIONS_VERSION}\n" + "\n".join(Path(c.path).name for c in clips)
-        cache_file = Path(cache_dir) / f"features-{hashlib.sha256(key_src.encode()).hexdigest()[:24]}.npy"
-        if cache_file.is_file():
-            X = np.load(cache_file)
-            if X.shape == (len(clips), config.n_features):
-                return X
-    args = [(str(c.path), condition, i, config, limits) for i, c in enumerate(clips)]
-    if n_jobs == 1 or len(args) < 2:
-        rows = [_condition_features(*a) for a in args]
-    else:
-        from joblib import Parallel, delayed
-
-        rows = [_condition_features(*args[0])]
-        rows += Parallel(n_jobs=n_jobs)(delayed(_condition_features)(*a) for a in args[1:])
-    X = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, config.n_features), np.float32)
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, X)
-        os.replace(tmp, cache_file)
-    return X
+    return featurize_conditions(
+        clips, [condition], config=config, n_jobs=n_jobs, limits=limits, cache_dir=cache_dir
+    )[condition]
 
 
 def choose_recipe(

@@ -48,14 +48,27 @@ def test_pink_noise_falls_by_about_3_db_per_octave() -> None:
     assert np.mean(drops) == pytest.approx(3.0, abs=0.5)
 
 
-def test_opus_round_trip_keeps_the_speech(speech: np.ndarray) -> None:
-    out = opus_round_trip(speech, bitrate="24k")
+@pytest.mark.parametrize("condition", ["opus24k", "opus24k-fast"])
+def test_opus_round_trip_keeps_the_speech(speech: np.ndarray, condition: str) -> None:
+    out = apply_condition(speech, condition)
     assert abs(out.size - speech.size) <= 0.01 * speech.size
     n = min(out.size, speech.size)
     err = out[:n].astype(np.float64) - speech[:n]
     snr = 10 * np.log10(np.mean(speech[:n].astype(np.float64) ** 2) / np.mean(err**2))
     assert snr > 5.0  # lossy but aligned: same waveform, not a shifted or silent one
     assert not np.array_equal(out[:n], speech[:n])
+
+
+def test_opus_encoder_settings_change_the_coding_and_bad_ones_are_refused(speech: np.ndarray) -> None:
+    short = speech[:32000]
+    default = opus_round_trip(short, bitrate="24k")
+    np.testing.assert_array_equal(default, opus_round_trip(short, bitrate="24k", complexity=10))
+    cheap = opus_round_trip(short, bitrate="24k", complexity=0, encoder_sr=16000)
+    assert cheap.size == default.size and not np.array_equal(cheap, default)
+    for kwargs, message in [({"complexity": 11}, "complexity"), ({"encoder_sr": 44100}, "44100"),
+                            ({"bitrate": "-8k"}, "positive"), ({"bitrate": "fast"}, "number")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            opus_round_trip(short, **kwargs)
 
 
 def test_every_condition_runs_and_unknown_is_refused(speech: np.ndarray) -> None:

@@ -255,6 +255,24 @@ def test_featurize_condition_degrades_and_caches(tmp_path: Path) -> None:
         training.featurize_condition(clips, "vinyl", config=config)
 
 
+def test_featurize_conditions_decodes_once_and_matches_one_condition_at_a_time(tmp_path: Path) -> None:
+    clips = load_ravdess(FIXTURES)
+    config = FeatureConfig.tutorial()
+    both = training.featurize_conditions(clips, ["noise20", "gain-6", "noise20"], config=config, n_jobs=2,
+                                         cache_dir=tmp_path)  # fmt: skip
+    assert list(both) == ["noise20", "gain-6"]
+    for condition, X in both.items():  # worker processes and this one may round float32 sums differently
+        np.testing.assert_allclose(X, training.featurize_condition(clips, condition, config=config), rtol=1e-5, atol=1e-6)
+    # Each condition has its own cache file, read back by the one-condition call.
+    assert len(list(tmp_path.glob("features-*.npy"))) == 2
+    (tmp_path / "unused").mkdir()
+    np.testing.assert_array_equal(
+        training.featurize_condition(clips, "gain-6", config=config, cache_dir=tmp_path), both["gain-6"]
+    )
+    with pytest.raises(ValueError, match="unknown condition"):
+        training.featurize_conditions(clips, ["noise20", "vinyl"], config=config)
+
+
 def test_train_model_with_augmentation_and_speaker_normalisation() -> None:
     clips = load_ravdess(FIXTURES)
     config = FeatureConfig.tutorial()
