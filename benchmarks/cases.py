@@ -498,6 +498,8 @@ def _shipped_recipe(engine: Any) -> list[str] | None:
         args += ["--augment", ",".join(meta["augment"])]
     if "--inner-folds" in options and meta.get("inner_folds"):
         args += ["--inner-folds", str(meta["inner_folds"])]
+    if "--inner-fits" in options and meta.get("inner_fits"):
+        args += ["--inner-fits", str(meta["inner_fits"])]
     return args
 
 

@@ -120,6 +120,11 @@ def _recipe_options() -> argparse.ArgumentParser:
         help="folds of the inner speaker-independent CV for calibration and --nested-grid (default 5)",
     )  # fmt: skip
     recipe.add_argument(
+        "--inner-fits", type=_positive_int, default=None, metavar="N",
+        help="fit only the first N of the --inner-folds (default all): the temperature from their held-out "
+        "speakers only, N/K of the cost",
+    )  # fmt: skip
+    recipe.add_argument(
         "--unsure-below", type=_unit_float, default=0.5, metavar="P",
         help="confidence below which an answer is flagged unsure (default 0.5)",
     )  # fmt: skip
@@ -224,7 +229,7 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
 
     from .corpora import LOADERS, load_ravdess
     from .features import FeatureConfig
-    from .training import encode_labels, featurize, featurize_conditions, label_order
+    from .training import encode_labels, featurize_conditions, label_order
 
     if args.format == "ravdess":
         clips = load_ravdess(args.corpus, emotions=args.emotions, include_song=args.include_song)
@@ -241,33 +246,36 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
             f"{config.n_features} features ({args.features})",
             file=err,
         )
-    X = featurize(clips, config=config, n_jobs=args.jobs, progress=not args.quiet, cache_dir=args.cache_dir)
+    # One pass over the corpus: each clip decoded once for its clean features, its augmented
+    # copies and (when evaluating) its degraded test copies.
+    evaluating = not getattr(args, "no_eval", False)
+    matrices = featurize_conditions(
+        clips, ["clean", *args.augment, *(args.condition if evaluating else [])], config=config, n_jobs=args.jobs,
+        progress=not args.quiet, cache_dir=args.cache_dir,
+    )  # fmt: skip
+    X = matrices["clean"]
     y = encode_labels(clips, labels)
     groups = np.array([c.speaker for c in clips])
     overrides = {"max_iter": args.max_iter} if args.max_iter else None
     args.clips = clips
-    args.augmented = featurize_conditions(
-        clips, args.augment, config=config, n_jobs=args.jobs, progress=not args.quiet, cache_dir=args.cache_dir
-    )
+    args.augmented = {condition: matrices[condition] for condition in args.augment}
+    args.variants = {condition: matrices[condition] for condition in (args.condition if evaluating else [])}
     return clips, labels, X, y, groups, config, overrides
 
 
 def _run_evaluation(args: argparse.Namespace, labels: Any, X: Any, y: Any, groups: Any, config: Any, overrides: Any) -> Any:
     from .evaluation import evaluate
-    from .training import featurize_conditions
 
     n_speakers = len(set(groups.tolist()))
     if args.folds > n_speakers or args.folds < 2:
         raise SERError(f"--folds must be between 2 and the number of speakers ({n_speakers}).")
-    variants = featurize_conditions(
-        args.clips, args.condition, config=config, n_jobs=args.jobs, progress=not args.quiet, cache_dir=args.cache_dir
-    )
     return evaluate(
         X, y, groups, labels=labels, preset=args.preset, scaler=not args.no_scaler, overrides=overrides,
         random_state=args.seed, folds=args.folds, feature_config=config.to_dict(), n_jobs=args.jobs,
-        normalization=args.normalization, min_clips=args.min_clips, variants=variants,
+        normalization=args.normalization, min_clips=args.min_clips, variants=args.variants,
         grid=NESTED_GRID if args.nested_grid else None, calibrate=not args.no_calibrate,
         unsure_below=args.unsure_below, augment=args.augmented or None, inner_folds=args.inner_folds,
+        inner_fits=args.inner_fits,
     )  # fmt: skip
 
 
@@ -308,7 +316,7 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             X, y, groups, preset=args.preset, scaler=not args.no_scaler, overrides=overrides, random_state=args.seed,
             normalization=args.normalization, min_clips=args.min_clips, grid=NESTED_GRID if args.nested_grid else None,
             calibrate=not args.no_calibrate, augment=args.augmented or None, inner_folds=args.inner_folds,
-            n_jobs=jobs,
+            n_jobs=jobs, inner_fits=args.inner_fits,
         )  # fmt: skip
 
     def final(chosen: Any, temperature: float) -> Any:
@@ -333,6 +341,8 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                                      metadata={**bundle.metadata, "temperature": float(temperature)})  # fmt: skip
     if not args.no_calibrate or args.nested_grid:
         bundle.metadata["inner_folds"] = args.inner_folds
+        if args.inner_fits and args.inner_fits < args.inner_folds:
+            bundle.metadata["inner_fits"] = args.inner_fits
     target = args.out or Path("models") / f"ravdess-{len(labels)}class.joblib"
     save_bundle(bundle, target)
     size_kib = target.stat().st_size / 1024

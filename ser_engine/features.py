@@ -749,7 +749,15 @@ def _spectral_shape(
 
 
 def _yin(
-    y: np.ndarray, *, fmin: float, fmax: float, sr: int, frame_length: int, hop_length: int, trough_threshold: float
+    y: np.ndarray,
+    *,
+    fmin: float,
+    fmax: float,
+    sr: int,
+    frame_length: int,
+    hop_length: int,
+    trough_threshold: float,
+    span: slice = slice(None),
 ) -> np.ndarray:
     """YIN pitch track: ``librosa.yin(y, center=True, pad_mode="constant", ...)`` in plain numpy.
 
@@ -772,10 +780,13 @@ def _yin(
         Sample rate in Hz.
     frame_length, hop_length : int
         Frame and hop in samples; frames are centred (zero padding).
+    span : slice, default all frames
+        The frames to analyse (each frame's pitch depends on its own samples
+        only, so a slice gives the values of that slice of the whole track).
 
     Returns
     -------
-    np.ndarray, shape (1 + n_samples // hop_length,), float64
+    np.ndarray, shape (len(range(1 + n_samples // hop_length)[span]),), float64
         Pitch in Hz of each frame.
 
     Raises
@@ -785,7 +796,7 @@ def _yin(
     """
     if not (0 < fmin < fmax <= sr / 2) or sr / fmin >= frame_length - 1:
         raise ValueError(f"YIN: pitch range {fmin}-{fmax} Hz does not fit sr={sr} and frame_length={frame_length}")
-    frames = sliding_window_view(np.pad(y, frame_length // 2), frame_length)[::hop_length]  # (n_frames, L)
+    frames = sliding_window_view(np.pad(y, frame_length // 2), frame_length)[::hop_length][span]  # (n_frames, L)
     min_period = int(np.floor(sr / fmax))
     max_period = min(int(np.ceil(sr / fmin)), frame_length - 1)
     # Autocorrelation up to lag max_period (librosa.autocorrelate, whose FFT library is scipy.fft).
@@ -841,7 +852,7 @@ def _prosody(
     hop = config.hop_length * pitch_sr // config.sr
     frame_length = 2 * int(np.ceil(pitch_sr / config.fmin_f0)) + 2
     f0 = _yin(y_pitch, fmin=config.fmin_f0, fmax=config.fmax_f0, sr=pitch_sr, frame_length=frame_length,
-              hop_length=hop, trough_threshold=0.1)[span][:T]  # fmt: skip
+              hop_length=hop, trough_threshold=0.1, span=span)[:T]  # fmt: skip
     if f0.size < T:
         f0 = np.pad(f0, (0, T - f0.size), constant_values=config.fmax_f0)
     # Voiced: loud enough, and YIN found a period inside the range (not at a bound).
