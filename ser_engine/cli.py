@@ -62,7 +62,8 @@ def _condition_list(text: str) -> list[str]:
     if unknown or not chosen:
         raise argparse.ArgumentTypeError(
             f"unknown condition(s) {', '.join(unknown) or '(none given)'}; choose from "
-            f"{','.join(c for c in CONDITIONS if c != 'clean')}, or join several with '|' (one per clip, in turn)"
+            f"{','.join(c for c in CONDITIONS if c != 'clean')}, each optionally with '@active' (the speech only), "
+            "or join several with '|' (one per clip, in turn)"
         )
     return chosen
 
@@ -135,6 +136,7 @@ def _recipe_options() -> argparse.ArgumentParser:
     recipe.add_argument(
         "--augment", type=_condition_list, default=[], metavar="C1,C2,...",
         help="also train on copies of the training clips degraded this way, e.g. opus24k,noise20; "
+        "'opus24k@active': the speech only, silence around it dropped; "
         "'opus24k|noise20|pitch+1': one copy, each clip degraded by one of them in turn",
     )  # fmt: skip
     recipe.add_argument(

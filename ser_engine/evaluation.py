@@ -484,10 +484,13 @@ def _inner_oof(
          {**(overrides or {}), "alpha": alpha * itr.size / train.size}, augment)
         for itr, ite in splits
     ]  # fmt: skip
-    if n_jobs > 1 and len(jobs) > 1:
+    if n_jobs > 1:
         from joblib import Parallel, delayed
 
-        outs = Parallel(n_jobs=min(n_jobs, len(jobs)))(delayed(_inner_fold)(*job) for job in jobs)
+        # Worker processes even for a single inner fold: `ser train` fits the final model in this
+        # process meanwhile, and two fits in one process contend for the GIL.  n_jobs itself (not
+        # fewer) reuses the pool that feature extraction started.
+        outs = Parallel(n_jobs=n_jobs)(delayed(_inner_fold)(*job) for job in jobs)
     else:
         outs = [_inner_fold(*job) for job in jobs]
     for (_, ite), (classes, p) in zip(splits, outs, strict=True):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -253,13 +252,26 @@ def data_fingerprint(clips: Sequence[Clip]) -> str:
     if not clips:
         raise ValueError("data_fingerprint: no clips")
     paths = [Path(c.path).resolve() for c in clips]
+    # A training run asks more than once (feature cache keys, bundle metadata): within one
+    # process, files of unchanged size and modification time are not read and hashed again.
+    stats = [p.stat() for p in paths]
+    key = tuple((str(p), c.label, st.st_size, st.st_mtime_ns) for p, c, st in zip(paths, clips, stats, strict=True))
+    if key in _fingerprints:
+        return _fingerprints[key]
     root = Path(os.path.commonpath([p.parent for p in paths]))
     lines = []
     for clip, path in zip(clips, paths, strict=True):
         content = path.read_bytes()
         rel = path.relative_to(root).as_posix()
         lines.append(f"{rel}\t{clip.label}\t{len(content)}\t{hashlib.sha256(content).hexdigest()}")
-    return hashlib.sha256("\n".join(sorted(lines)).encode("utf-8")).hexdigest()
+    digest = hashlib.sha256("\n".join(sorted(lines)).encode("utf-8")).hexdigest()
+    if len(_fingerprints) >= 4:
+        _fingerprints.pop(next(iter(_fingerprints)))
+    _fingerprints[key] = digest
+    return digest
+
+
+_fingerprints: dict[tuple[tuple[str, str, int, int], ...], str] = {}
 
 
 def featurize(
@@ -326,48 +338,12 @@ def featurize(
     return X
 
 
-_M_TRIM_THRESHOLD: Final[int] = -1
-_M_MMAP_THRESHOLD: Final[int] = -3
-"""glibc ``mallopt`` parameter numbers (``<malloc.h>``)."""
-
-_malloc_tuned = False
-
-
-def _keep_freed_memory() -> None:
-    """Let this process's glibc malloc keep freed memory for reuse (once per process; Linux only).
-
-    Decoding, augmenting and featurising a clip allocates and frees tens of
-    arrays of 0.1-10 MB.  By default glibc serves each from a fresh ``mmap``
-    and unmaps it when freed, so every call faults its pages in anew (about
-    2000 page faults per clip); with an mmap threshold of 32 MiB and a trim
-    threshold of 128 MiB they are reused instead: on the 2-core machine of
-    ``benchmarks/``, 56 instead of 60 ms per clip (four conditions), system
-    time from 4.4 to 0.4 ms.  Skipped when the environment sets glibc's own
-    ``MALLOC_MMAP_THRESHOLD_``.
-    """
-    global _malloc_tuned
-    if _malloc_tuned:
-        return
-    _malloc_tuned = True
-    if not sys.platform.startswith("linux") or os.environ.get("MALLOC_MMAP_THRESHOLD_"):
-        return
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(ctypes.c_int(_M_MMAP_THRESHOLD), ctypes.c_int(32 << 20))
-        libc.mallopt(ctypes.c_int(_M_TRIM_THRESHOLD), ctypes.c_int(128 << 20))
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
 def _conditions_features(
     path: str, conditions: Sequence[str], seed: int, config: FeatureConfig, limits: AudioLimits | None
 ) -> np.ndarray:
     from .audio import load_audio
     from .augment import apply_condition
 
-    _keep_freed_memory()
     y = load_audio(path, limits=limits)
     return np.stack([extract_features(y=apply_condition(y, c, seed=seed), config=config) for c in conditions])
 
