@@ -346,7 +346,8 @@ def apply_condition(y: np.ndarray, condition: str, *, seed: int = 0) -> np.ndarr
     RuntimeError
         If libopus is missing (Opus conditions).
     """
-    part = condition_parts(condition)[seed % len(condition_parts(condition))]
+    parts = condition_parts(condition)
+    part = parts[seed % len(parts)]
     x = np.asarray(y, dtype=np.float32)
     if part.endswith(ACTIVE):
         x = x[active_region(x)]
