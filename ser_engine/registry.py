@@ -12,6 +12,19 @@ Layout of a registry folder (default ``models/registry``)::
 leaves either the old pointer or the new one.  Bundles are immutable once
 registered.  ``history`` lists the previously active versions, most recent
 last: :meth:`ModelRegistry.rollback` re-activates the last one.
+``revision`` counts the pointer's writes (+1 each).
+
+Several processes may share one registry (the bot and its ``/retrain``
+child, two bots, ``ser models``): every read-modify-write of
+``active.json`` or of a version record (activation, rollback, promotion,
+start-up adoption by :meth:`ModelRegistry.ensure_default`, reserving a
+version number) runs under one exclusive lock on ``.registry.lock`` in the
+registry folder (:class:`filelock.FileLock`: ``flock(2)`` on POSIX,
+``LockFileEx`` on Windows; the kernel releases it when its process dies, so
+a killed writer leaves no stale lock).  Without it, two activations that
+read the same pointer both write, and one of them is lost from
+``history``.  Readers (:meth:`ModelRegistry.pointer`, :meth:`~ModelRegistry.get`)
+take no lock: the atomic replacement already shows them a whole file.
 
 Every activation loads the bundle first (:func:`ser_engine.bundle.load_bundle`
 verifies its SHA-256 against the sidecar): a bundle altered after it was
@@ -28,20 +41,37 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
+from filelock import FileLock, Timeout
+
 from .bundle import ModelBundle, atomic_write, load_bundle, save_bundle, sidecar_path
 from .errors import ModelError, ModelNotFoundError
 
-__all__ = ["DEFAULT_REGISTRY_DIR", "ModelRegistry", "ModelVersion", "headline_metrics"]
+__all__ = ["DEFAULT_REGISTRY_DIR", "LOCK_FILE", "LOCK_TIMEOUT_S", "ModelRegistry", "ModelVersion", "headline_metrics"]
 
 DEFAULT_REGISTRY_DIR: Final[Path] = Path(__file__).resolve().parents[1] / "models" / "registry"
 """``<repo>/models/registry``."""
 
 POINTER: Final[str] = "active.json"
+
+LOCK_FILE: Final[str] = ".registry.lock"
+"""The lock file in the registry folder that serialises writers (see the module docstring)."""
+
+LOCK_TIMEOUT_S: Final[float] = 60.0
+"""Seconds a writer waits for the registry lock before giving up.
+
+A holder keeps the lock for one pointer update, at most one bundle load
+(~15 ms for the shipped 1.2 MB bundle, measured with :func:`load_bundle`)
+or one bundle save: seconds would already mean a stuck process."""
+
+HISTORY_LIMIT: Final[int] = 50
+"""Previously active versions kept in ``active.json`` for :meth:`ModelRegistry.rollback`."""
 
 
 def headline_metrics(metadata: dict[str, Any]) -> dict[str, float]:
@@ -106,6 +136,15 @@ class ModelVersion:
         """:func:`headline_metrics` of the metadata."""
         return headline_metrics(self.metadata)
 
+    @property
+    def promoted(self) -> bool:
+        """False when a quality gate refused this version (its record says ``"promoted": false``).
+
+        Versions registered without a gate (the adopted default, ``ser train
+        --registry``, imports) count as promoted: an operator put them there.
+        """
+        return self.info.get("promoted") is not False
+
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -125,14 +164,44 @@ class ModelRegistry:
 
     Notes
     -----
-    Writers in several processes are serialised only by the atomic pointer
-    replacement (last writer wins); registering assigns the next free number
-    with an exclusive file creation, so two registrations never share one.
+    Writers in several processes (or threads) are serialised by an exclusive
+    lock on :data:`LOCK_FILE` in ``root``, held for every read-modify-write
+    (see the module docstring).  A writer that cannot get the lock within
+    :data:`LOCK_TIMEOUT_S` raises :class:`~ser_engine.errors.ModelError` and
+    changes nothing.  The lock is re-entrant within one thread, so
+    :meth:`ensure_default` and :meth:`promote` hold it across the
+    registration and activation they combine.
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root is not None else DEFAULT_REGISTRY_DIR
         self.versions_dir = self.root / "versions"
+        self._lock = FileLock(os.fspath(self.root / LOCK_FILE), timeout=LOCK_TIMEOUT_S)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the registry's write lock (creating the folder first).
+
+        Raises
+        ------
+        ModelError
+            The lock was not obtained within :data:`LOCK_TIMEOUT_S`, or the
+            folder or its lock file cannot be created.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except Timeout:
+            raise ModelError(
+                f"The model registry is busy (another process has held its lock for over {LOCK_TIMEOUT_S:.0f} s); "
+                "nothing was changed, try again later."
+            ) from None
+        except OSError as exc:
+            raise ModelError(f"The model registry folder cannot be written ({type(exc).__name__}).") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     # ------------------------------------------------------------ reading
     def _bundle_path(self, version: int) -> Path:
@@ -141,12 +210,18 @@ class ModelRegistry:
     def _info_path(self, version: int) -> Path:
         return self.versions_dir / f"v{version:04d}.info.json"
 
+    def _reservation_path(self, version: int) -> Path:
+        return self.versions_dir / f"v{version:04d}.reserved"
+
     def version_numbers(self) -> list[int]:
-        """Registered version numbers, ascending."""
+        """Registered version numbers, ascending (versions still being written are not listed)."""
+        return self._numbers("v*.info.json")
+
+    def _numbers(self, pattern: str) -> list[int]:
         if not self.versions_dir.is_dir():
             return []
         numbers = []
-        for p in self.versions_dir.glob("v*.info.json"):
+        for p in self.versions_dir.glob(pattern):
             digits = p.name[1:].split(".", 1)[0]
             if digits.isdigit():
                 numbers.append(int(digits))
@@ -159,6 +234,8 @@ class ModelRegistry:
         ------
         ModelNotFoundError
             If no such version is registered.
+        ModelError
+            If its record exists but cannot be read or parsed.
         """
         info_path = self._info_path(version)
         try:
@@ -166,7 +243,9 @@ class ModelRegistry:
         except (FileNotFoundError, NotADirectoryError):
             raise ModelNotFoundError(f"There is no model version v{version}.") from None
         except (OSError, ValueError):
-            raise ModelNotFoundError(f"The record of model version v{version} is unreadable.") from None
+            raise ModelError(f"The record of model version v{version} is unreadable.") from None
+        if not isinstance(info, dict):
+            raise ModelError(f"The record of model version v{version} is unreadable.")
         path = self._bundle_path(version)
         try:
             sidecar = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
@@ -187,22 +266,61 @@ class ModelRegistry:
         """Every registered version, oldest first."""
         return [self.get(v) for v in self.version_numbers()]
 
-    def pointer(self) -> dict[str, Any]:
-        """The parsed ``active.json`` (``{"active": None, "history": []}`` if absent or unreadable)."""
+    def _read_pointer(self) -> dict[str, Any] | None:
+        """``active.json`` parsed and checked; None when it does not exist.
+
+        Raises
+        ------
+        ModelError
+            It exists but cannot be read, is not JSON, or its ``active`` /
+            ``history`` are not version numbers.
+        """
         try:
-            data = json.loads((self.root / POINTER).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {"active": None, "history": []}
-        if not isinstance(data, dict):
-            return {"active": None, "history": []}
-        active = data.get("active")
-        history = [int(v) for v in data.get("history") or [] if isinstance(v, int)]
-        return {**data, "active": active if isinstance(active, int) else None, "history": history}
+            text = (self.root / POINTER).read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelError(f"The model registry's {POINTER} cannot be read ({type(exc).__name__}).") from None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise ModelError(f"The model registry's {POINTER} is not valid JSON.") from None
+
+        def is_number(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+        history = data.get("history", []) if isinstance(data, dict) else None
+        if (
+            not isinstance(data, dict)
+            or not is_number(data.get("active"))
+            or not isinstance(history, list)
+            or not all(is_number(v) for v in history)
+        ):
+            raise ModelError(f"The model registry's {POINTER} does not name an active version and its history.")
+        revision = data.get("revision", 0)
+        return {**data, "history": list(history), "revision": revision if is_number(revision) else 0}
+
+    def pointer(self) -> dict[str, Any]:
+        """The parsed ``active.json``, for display.
+
+        Returns
+        -------
+        dict
+            ``active`` (int or None), ``history`` (list of int, oldest
+            first), ``revision`` (int, writes so far), ``updated_at``; ``{"active":
+            None, "history": [], "revision": 0}`` if absent or unreadable
+            (:meth:`ensure_default` refuses an unreadable one instead).
+        """
+        try:
+            ptr = self._read_pointer()
+        except ModelError:
+            ptr = None
+        return ptr if ptr is not None else {"active": None, "history": [], "revision": 0}
 
     @property
     def active_version(self) -> int | None:
         """Number of the active version, or ``None`` when none was activated."""
-        return self.pointer()["active"]
+        return self.pointer()["active"]  # type: ignore[no-any-return]
 
     @property
     def previous_version(self) -> int | None:
@@ -255,24 +373,37 @@ class ModelRegistry:
 
     # ------------------------------------------------------------ writing
     def _reserve(self) -> int:
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
-        number = (self.version_numbers() or [0])[-1] + 1
-        while True:
-            try:
-                fd = os.open(self._info_path(number), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                number += 1
-                continue
+        """Claim the next version number with a ``vNNNN.reserved`` marker (under the lock).
+
+        The number is one above every registered, reserved or half-written
+        version; the marker goes when the version's record is written (or
+        its registration fails), and a marker left by a killed process only
+        retires its number.
+        """
+        with self._locked():
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
+            taken = self._numbers("v*.info.json") + self._numbers("v*.reserved") + self._numbers("v*.joblib")
+            number = max(taken, default=0) + 1
+            fd = os.open(self._reservation_path(number), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             os.close(fd)
             return number
 
     def _write_info(self, version: int, info: dict[str, Any]) -> None:
         _atomic_json(self._info_path(version), info)
 
+    def _abandon(self, version: int) -> None:
+        """Remove the files of a registration that failed (its number stays retired)."""
+        for f in (self._bundle_path(version), sidecar_path(self._bundle_path(version)), self._info_path(version)):
+            f.unlink(missing_ok=True)
+
     def register(
         self, bundle: ModelBundle, *, source: str, note: str = "", extra: dict[str, Any] | None = None
     ) -> ModelVersion:
         """Save a bundle as the next version (not activated).
+
+        The number is reserved under the registry lock; the bundle is written
+        under that unique number without the lock, and the version appears
+        (:meth:`version_numbers`) only once its record is written, last.
 
         Parameters
         ----------
@@ -283,22 +414,32 @@ class ModelRegistry:
         note : str, optional
             Free text (e.g. why it was not promoted).
         extra : dict, optional
-            More JSON-serialisable fields for the registry record.
+            More JSON-serialisable fields for the registry record
+            (``promoted=False`` marks a version a quality gate refused).
 
         Returns
         -------
         ModelVersion
+
+        Raises
+        ------
+        ModelError
+            The registry lock could not be obtained.
+        OSError, ValueError
+            As :func:`~ser_engine.bundle.save_bundle`; nothing is registered then.
         """
         version = self._reserve()
         try:
             path = save_bundle(bundle, self._bundle_path(version))
+            sha = json.loads(sidecar_path(path).read_text(encoding="utf-8"))["sha256"]
+            info = {"version": version, "created_at": _now(), "source": source, "note": note, "sha256": sha,
+                    "labels": list(bundle.labels), **(extra or {})}  # fmt: skip
+            self._write_info(version, info)
         except BaseException:
-            self._info_path(version).unlink(missing_ok=True)
+            self._abandon(version)
             raise
-        sha = json.loads(sidecar_path(path).read_text(encoding="utf-8"))["sha256"]
-        info = {"version": version, "created_at": _now(), "source": source, "note": note, "sha256": sha,
-                "labels": list(bundle.labels), **(extra or {})}  # fmt: skip
-        self._write_info(version, info)
+        finally:
+            self._reservation_path(version).unlink(missing_ok=True)
         return self.get(version)
 
     def import_file(self, path: str | os.PathLike[str], *, source: str | None = None, note: str = "") -> ModelVersion:
@@ -311,6 +452,8 @@ class ModelRegistry:
         ------
         ModelNotFoundError, ModelIntegrityError, ModelCompatibilityError
             If the bundle does not load.
+        ModelError
+            The registry lock could not be obtained.
         """
         src = Path(path)
         load_bundle(src)
@@ -322,18 +465,37 @@ class ModelRegistry:
                 shutil.copyfile(a, tmp)
                 os.replace(tmp, b)
             load_bundle(dst)
+            sidecar = json.loads(sidecar_path(dst).read_text(encoding="utf-8"))
+            info = {"version": version, "created_at": _now(), "source": source or f"imported {src.name}",
+                    "note": note, "sha256": sidecar["sha256"], "labels": sidecar.get("labels", [])}  # fmt: skip
+            self._write_info(version, info)
         except BaseException:
-            for f in (dst, sidecar_path(dst), self._info_path(version)):
-                f.unlink(missing_ok=True)
+            self._abandon(version)
             raise
-        sidecar = json.loads(sidecar_path(dst).read_text(encoding="utf-8"))
-        info = {"version": version, "created_at": _now(), "source": source or f"imported {src.name}",
-                "note": note, "sha256": sidecar["sha256"], "labels": sidecar.get("labels", [])}  # fmt: skip
-        self._write_info(version, info)
+        finally:
+            self._reservation_path(version).unlink(missing_ok=True)
         return self.get(version)
 
     def ensure_default(self, default_path: str | os.PathLike[str]) -> int:
-        """Adopt ``default_path`` as version 1 and activate it when the registry is empty.
+        """Make sure a version is active: keep the pointer, else adopt one, under the lock.
+
+        * ``active.json`` names a registered version: nothing changes.
+        * There is no ``active.json`` ("not found"): the newest *promoted*
+          version (:attr:`ModelVersion.promoted`; never one a quality gate
+          refused) is activated; with none, ``default_path`` is imported as
+          the next version (version 1 in an empty registry) and activated.
+        * Anything else is refused rather than papered over: an unreadable
+          or malformed ``active.json``, one naming an unregistered version,
+          an unreadable version record, or a chosen bundle that does not
+          load.  Nothing is written then.
+
+        Two processes starting on one empty registry adopt the default once.
+
+        Parameters
+        ----------
+        default_path : str or os.PathLike
+            The bundle to adopt when no promoted version exists (e.g. the
+            shipped model).
 
         Returns
         -------
@@ -343,29 +505,61 @@ class ModelRegistry:
         Raises
         ------
         ModelError
-            If the registry is empty and ``default_path`` does not load.
+            In the refusal cases above (its message says which), or when the
+            lock cannot be obtained.
+        ModelNotFoundError, ModelIntegrityError, ModelCompatibilityError
+            ``default_path`` had to be adopted and does not load.
         """
-        active = self.active_version
-        if active is not None:
-            return active
-        numbers = self.version_numbers()
-        if numbers:
-            version = numbers[-1]
-        else:
-            version = self.import_file(default_path, source=f"adopted {Path(default_path).name}").version
-        self.activate(version)
-        return version
+        with self._locked():
+            ptr = self._read_pointer()
+            if ptr is not None:
+                active: int = ptr["active"]
+                if not self._info_path(active).is_file():
+                    raise ModelError(
+                        f"The model registry's {POINTER} names v{active}, which is not registered; "
+                        "activate an existing version (ser models activate) or remove the pointer."
+                    )
+                return active
+            version = next((v for v in reversed(self.version_numbers()) if self.get(v).promoted), None)
+            if version is None:
+                version = self.import_file(default_path, source=f"adopted {Path(default_path).name}").version
+            self.activate(version)
+            return version
 
     def annotate(self, version: int, **fields: Any) -> None:
-        """Add or replace fields of a version's registry record (e.g. ``promoted=False``)."""
-        info = self.get(version).info
-        info.update(fields)
-        self._write_info(version, info)
+        """Add or replace fields of a version's registry record (e.g. ``promoted=False``), under the lock.
+
+        Raises
+        ------
+        ModelNotFoundError
+            If the version is not registered.
+        ModelError
+            If its record is unreadable or the lock cannot be obtained.
+        """
+        with self._locked():
+            info = self.get(version).info
+            info.update(fields)
+            self._write_info(version, info)
+
+    def _write_pointer(self, previous: dict[str, Any] | None, active: int, history: list[int]) -> None:
+        revision = (previous or {}).get("revision", 0) + 1
+        _atomic_json(self.root / POINTER, {"active": active, "history": history[-HISTORY_LIMIT:],
+                                           "revision": revision, "updated_at": _now()})  # fmt: skip
+
+    def _pointer_for_update(self) -> dict[str, Any] | None:
+        """The pointer to update (under the lock); an unreadable one is replaced (history lost)."""
+        try:
+            return self._read_pointer()
+        except ModelError:
+            # An explicit activation repairs a damaged pointer; ensure_default refuses instead.
+            return None
 
     def activate(self, version: int, *, _push: bool = True) -> ModelBundle:
         """Make ``version`` active, after verifying that its bundle loads.
 
         The current active version goes to the history (for :meth:`rollback`).
+        The bundle is verified before the lock is taken (bundles never change
+        once registered); the pointer is read and replaced under the lock.
 
         Returns
         -------
@@ -376,18 +570,41 @@ class ModelRegistry:
         ------
         ModelNotFoundError, ModelIntegrityError, ModelCompatibilityError
             If the version is unknown or its bundle is refused; nothing changes then.
+        ModelError
+            If the lock cannot be obtained; nothing changes then.
         """
         bundle = self.load(version)
-        ptr = self.pointer()
-        history = list(ptr["history"])
-        if _push and ptr["active"] is not None and ptr["active"] != version:
-            history.append(ptr["active"])
-        self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_json(self.root / POINTER, {"active": version, "history": history[-50:], "updated_at": _now()})
+        with self._locked():
+            ptr = self._pointer_for_update()
+            history = list(ptr["history"]) if ptr is not None else []
+            if _push and ptr is not None and ptr["active"] != version:
+                history.append(ptr["active"])
+            self._write_pointer(ptr, version, history)
+        return bundle
+
+    def promote(self, version: int) -> ModelBundle:
+        """Activate a version and mark it ``promoted=True``, as one step under the lock (the end of a retrain).
+
+        Returns
+        -------
+        ModelBundle
+            The verified bundle.
+
+        Raises
+        ------
+        ModelNotFoundError, ModelIntegrityError, ModelCompatibilityError, ModelError
+            As :meth:`activate`; nothing changes then.
+        """
+        with self._locked():
+            bundle = self.activate(version)
+            self.annotate(version, promoted=True)
         return bundle
 
     def rollback(self) -> tuple[int, ModelBundle]:
         """Re-activate the previously active version.
+
+        The pointer is read, the target verified and the pointer replaced
+        under one hold of the lock.
 
         Returns
         -------
@@ -399,12 +616,14 @@ class ModelRegistry:
         ModelNotFoundError
             If there is no previous version.
         ModelError
-            If the previous version's bundle is refused; nothing changes then.
+            If the previous version's bundle is refused, or the lock cannot
+            be obtained; nothing changes then.
         """
-        ptr = self.pointer()
-        if not ptr["history"]:
-            raise ModelNotFoundError("There is no previous model version to roll back to.")
-        target = ptr["history"][-1]
-        bundle = self.load(target)
-        _atomic_json(self.root / POINTER, {"active": target, "history": ptr["history"][:-1], "updated_at": _now()})
+        with self._locked():
+            ptr = self._pointer_for_update()
+            if ptr is None or not ptr["history"]:
+                raise ModelNotFoundError("There is no previous model version to roll back to.")
+            target = ptr["history"][-1]
+            bundle = self.load(target)
+            self._write_pointer(ptr, target, ptr["history"][:-1])
         return target, bundle
