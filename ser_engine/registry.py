@@ -161,22 +161,25 @@ class ModelRegistry:
     ----------
     root : str or os.PathLike, optional
         Registry folder (default :data:`DEFAULT_REGISTRY_DIR`); created on first write.
+    lock_timeout_s : float, optional, keyword-only
+        Seconds a writer waits for the lock (default :data:`LOCK_TIMEOUT_S`).
 
     Notes
     -----
     Writers in several processes (or threads) are serialised by an exclusive
     lock on :data:`LOCK_FILE` in ``root``, held for every read-modify-write
     (see the module docstring).  A writer that cannot get the lock within
-    :data:`LOCK_TIMEOUT_S` raises :class:`~ser_engine.errors.ModelError` and
+    ``lock_timeout_s`` raises :class:`~ser_engine.errors.ModelError` and
     changes nothing.  The lock is re-entrant within one thread, so
     :meth:`ensure_default` and :meth:`promote` hold it across the
     registration and activation they combine.
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
         self.root = Path(root) if root is not None else DEFAULT_REGISTRY_DIR
         self.versions_dir = self.root / "versions"
-        self._lock = FileLock(os.fspath(self.root / LOCK_FILE), timeout=LOCK_TIMEOUT_S)
+        self.lock_timeout_s = float(lock_timeout_s)
+        self._lock = FileLock(os.fspath(self.root / LOCK_FILE), timeout=self.lock_timeout_s)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -185,7 +188,7 @@ class ModelRegistry:
         Raises
         ------
         ModelError
-            The lock was not obtained within :data:`LOCK_TIMEOUT_S`, or the
+            The lock was not obtained within ``lock_timeout_s``, or the
             folder or its lock file cannot be created.
         """
         try:
@@ -193,7 +196,7 @@ class ModelRegistry:
             self._lock.acquire()
         except Timeout:
             raise ModelError(
-                f"The model registry is busy (another process has held its lock for over {LOCK_TIMEOUT_S:.0f} s); "
+                f"The model registry is busy (another process has held its lock for over {self.lock_timeout_s:g} s); "
                 "nothing was changed, try again later."
             ) from None
         except OSError as exc:
