@@ -14,15 +14,28 @@ On disk a bundle is two files side by side:
 :func:`load_bundle` reads the sidecar first, checks the library and feature
 versions and the SHA-256 of the joblib bytes, and unpickles only bytes whose
 hash matches.  The hash guards against corrupted, truncated or edited model
-files; it is **not** a signature: whoever can replace both files can run
-code through the pickle, so load bundles only from places you trust (or pin
-the hash with ``expected_sha256``).  Both files are written atomically
-(temporary file, fsync, ``os.replace``).
+files; on its own it is **not** a signature: whoever can replace both files
+can run code through the pickle.
+
+With a key (``SER_MODEL_HMAC_KEY`` in the environment, or ``hmac_key=``),
+:func:`save_bundle` also writes ``hmac_sha256`` into the sidecar: HMAC-SHA256
+(RFC 2104, :mod:`hmac`) of the sidecar's canonical JSON (keys sorted, no
+whitespace, ``hmac_sha256`` itself left out), which includes the joblib's
+SHA-256 and so covers the pickle too.  :func:`load_bundle` with a key
+refuses, before unpickling, a sidecar without a signature or with one that
+differs (:func:`hmac.compare_digest`).  Without a key signatures are not
+checked: anyone able to write both files can then swap the model.  A
+signature does not help against someone who can write the files *and*
+knows the key, nor against changes to this code; the key is never logged
+or written anywhere.  Pin the hash with ``expected_sha256`` where the
+deployment knows it.  Both files are written atomically (temporary file,
+fsync, ``os.replace``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -44,11 +57,13 @@ from .normalization import SpeakerNormalizer
 __all__ = [
     "BUNDLE_FORMAT",
     "DEFAULT_MODEL_PATH",
+    "HMAC_KEY_ENV",
     "ModelBundle",
     "library_versions",
     "load_bundle",
     "save_bundle",
     "sidecar_path",
+    "sign_bundle",
 ]
 
 BUNDLE_FORMAT: Final[int] = 2
@@ -63,6 +78,15 @@ READABLE_FORMATS: Final[tuple[int, ...]] = (1, 2)
 
 DEFAULT_MODEL_PATH: Final[Path] = Path(__file__).resolve().parents[1] / "models" / "ravdess-8class.joblib"
 """The shipped model: 8 RAVDESS emotions, see ``models/README.md``."""
+
+HMAC_KEY_ENV: Final[str] = "SER_MODEL_HMAC_KEY"
+"""Environment variable holding the key that signs sidecars at save and is checked at load (empty = unset)."""
+
+SIGNATURE_FIELD: Final[str] = "hmac_sha256"
+"""Sidecar field of the HMAC-SHA256 signature (hex)."""
+
+_NAME_CHARS: Final[int] = 48
+"""Characters of a bundle's name kept in :attr:`ModelBundle.model_version` (48 + 8 + 64 <= 128, the stored column)."""
 
 
 def library_versions() -> dict[str, str]:
@@ -111,6 +135,18 @@ class ModelBundle:
         the MLP's logits divided by ``T`` (temperature scaling, Guo et al.
         2017, "On calibration of modern neural networks", ICML).
 
+    Attributes
+    ----------
+    sha256 : str or None
+        Hex SHA-256 of the ``.joblib`` bytes this bundle was loaded from and
+        verified against (set by :func:`load_bundle`; None for a bundle made
+        in memory).  Not an ``__init__`` argument, so :func:`dataclasses.replace`
+        of a loaded bundle gives a new, unidentified one.
+    name : str or None
+        Where it was loaded from: the file's stem (``"ravdess-8class"``) or,
+        from a :class:`~ser_engine.registry.ModelRegistry`, the version
+        (``"v3"``).
+
     Raises
     ------
     ValueError
@@ -125,6 +161,20 @@ class ModelBundle:
     metadata: dict[str, Any] = field(default_factory=dict)
     normalizer: SpeakerNormalizer | None = None
     temperature: float = 1.0
+    sha256: str | None = field(default=None, init=False, compare=False, repr=False)
+    name: str | None = field(default=None, init=False, compare=False, repr=False)
+
+    @property
+    def model_version(self) -> str:
+        """Identity of the model for the predictions it makes: ``"<name>@sha256:<hex>"``, at most 128 characters.
+
+        The same form as ``bot.client.model_version`` (``"ravdess-8class@sha256:..."``)
+        and the registry's ``"v3@sha256:..."``; ``"unsaved"`` for a bundle
+        that was not loaded from a file.
+        """
+        if self.sha256 is None:
+            return "unsaved"
+        return f"{(self.name or 'model')[:_NAME_CHARS]}@sha256:{self.sha256}"[:128]
 
     def __post_init__(self) -> None:
         self.temperature = float(self.temperature)
@@ -208,7 +258,36 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
 
 
-def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], *, compress: int = 3) -> Path:
+def _resolve_key(hmac_key: str | bytes | None) -> bytes | None:
+    """The signing key: ``hmac_key`` if given, else ``$SER_MODEL_HMAC_KEY``; None when empty or unset."""
+    if hmac_key is None:
+        hmac_key = os.environ.get(HMAC_KEY_ENV, "")
+    key = hmac_key.encode("utf-8") if isinstance(hmac_key, str) else bytes(hmac_key)
+    return key or None
+
+
+def _signature(sidecar: dict[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 (hex) of the sidecar's canonical JSON without its signature field.
+
+    Canonical: ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=True)``,
+    so re-indenting the file or reordering its keys keeps the signature valid
+    and any change of a value invalidates it.
+    """
+    body = {k: v for k, v in sidecar.items() if k != SIGNATURE_FIELD}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hmac.new(key, canonical.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def _write_sidecar(target: Path, sidecar: dict[str, Any], key: bytes | None) -> None:
+    sidecar = {k: v for k, v in sidecar.items() if k != SIGNATURE_FIELD}
+    if key is not None:
+        sidecar[SIGNATURE_FIELD] = _signature(sidecar, key)
+    atomic_write(sidecar_path(target), (json.dumps(sidecar, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def save_bundle(
+    bundle: ModelBundle, path: str | os.PathLike[str], *, compress: int = 3, hmac_key: str | bytes | None = None
+) -> Path:
     """Write a bundle as ``path`` (joblib) plus its ``.json`` sidecar, atomically.
 
     Parameters
@@ -219,6 +298,11 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], *, compress: 
         Target file; must end in ``.joblib``.  Its folder is created.
     compress : int, default 3
         joblib (zlib) compression level 0-9.
+    hmac_key : str or bytes, optional, keyword-only
+        Key that signs the sidecar (``hmac_sha256``, see the module
+        docstring); default ``$SER_MODEL_HMAC_KEY``.  Unset, or an explicit
+        empty key (``b""``): the sidecar is not signed.  The key itself is
+        written nowhere.
 
     Returns
     -------
@@ -271,10 +355,47 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], *, compress: 
         "temperature": bundle.temperature,
         "metadata": metadata,
     }
+    key = _resolve_key(hmac_key)
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(target, data)
-    atomic_write(sidecar_path(target), (json.dumps(sidecar, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+    _write_sidecar(target, sidecar, key)
     return target
+
+
+def sign_bundle(path: str | os.PathLike[str], *, hmac_key: str | bytes | None = None) -> Path:
+    """Sign the sidecar of an existing, trusted bundle (e.g. the shipped model) with the key.
+
+    The bundle is verified first without a key (:func:`load_bundle`: hashes,
+    versions, payload against sidecar), then its sidecar is rewritten
+    atomically with ``hmac_sha256``.  Run it only on bundles you trust: the
+    signature vouches for them from now on.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.joblib`` file.
+    hmac_key : str or bytes, optional, keyword-only
+        Default ``$SER_MODEL_HMAC_KEY``.
+
+    Returns
+    -------
+    pathlib.Path
+        The sidecar's path.
+
+    Raises
+    ------
+    ValueError
+        No key was given and ``$SER_MODEL_HMAC_KEY`` is unset or empty.
+    ModelNotFoundError, ModelIntegrityError, ModelCompatibilityError
+        As :func:`load_bundle`; nothing is written then.
+    """
+    key = _resolve_key(hmac_key)
+    if key is None:
+        raise ValueError(f"sign_bundle: no key (pass hmac_key= or set {HMAC_KEY_ENV})")
+    target = Path(path)
+    load_bundle(target, hmac_key=b"")  # the hashes, not an old signature: this is the signing step
+    _write_sidecar(target, _read_sidecar(target), key)
+    return sidecar_path(target)
 
 
 def _major_minor(version: str) -> tuple[int, ...]:
@@ -326,10 +447,16 @@ def _check_versions(sidecar: dict[str, Any], name: str) -> FeatureConfig:
         raise ModelCompatibilityError(f"The model {name} has a feature configuration this engine does not know.") from None
 
 
-def load_bundle(path: str | os.PathLike[str] | None = None, *, expected_sha256: str | None = None) -> ModelBundle:
+def load_bundle(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    expected_sha256: str | None = None,
+    hmac_key: str | bytes | None = None,
+) -> ModelBundle:
     """Read a bundle written by :func:`save_bundle`, verifying it before unpickling.
 
-    Order of checks: the files exist; the sidecar's bundle format,
+    Order of checks: the files exist; with a key, the sidecar's signature
+    (``hmac_sha256``) is present and valid; the sidecar's bundle format,
     scikit-learn major.minor version and feature version match this engine;
     the SHA-256 of the joblib bytes equals the sidecar's (and
     ``expected_sha256`` if given); only then are those same bytes unpickled,
@@ -343,18 +470,25 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, expected_sha256: 
     expected_sha256 : str, optional
         Hex SHA-256 the joblib file must have, e.g. pinned in a deployment's
         configuration.
+    hmac_key : str or bytes, optional, keyword-only
+        Key the sidecar's signature must verify with; default
+        ``$SER_MODEL_HMAC_KEY``.  Unset, or an explicit empty key (``b""``):
+        signatures are not checked (an unsigned or re-hashed sidecar is
+        accepted, as before keys existed).
 
     Returns
     -------
     ModelBundle
+        With :attr:`~ModelBundle.sha256` and :attr:`~ModelBundle.name` (the file's stem) set.
 
     Raises
     ------
     ModelNotFoundError
         If the ``.joblib`` file does not exist.
     ModelIntegrityError
-        If the sidecar is missing or unreadable, a hash differs, the file
-        cannot be unpickled, or payload and sidecar disagree.
+        If the sidecar is missing or unreadable, unsigned or wrongly signed
+        while a key is set, a hash differs, the file cannot be unpickled, or
+        payload and sidecar disagree.
     ModelCompatibilityError
         If the bundle format, scikit-learn major.minor version or feature
         version differs from this engine's.
@@ -368,6 +502,16 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, expected_sha256: 
     except OSError:
         raise ModelNotFoundError(f"The emotion model {name} could not be read.") from None
     sidecar = _read_sidecar(target)
+    key = _resolve_key(hmac_key)
+    if key is not None:
+        claimed = sidecar.get(SIGNATURE_FIELD)
+        if not isinstance(claimed, str):
+            raise ModelIntegrityError(f"The model {name} is not signed, and a signing key is set; it was refused.")
+        expected = _signature(sidecar, key)
+        if not hmac.compare_digest(expected.encode("ascii"), claimed.strip().lower().encode("ascii", "replace")):
+            raise ModelIntegrityError(
+                f"The model {name} has a signature that does not match its description; it was refused."
+            )
     config = _check_versions(sidecar, name)
 
     digest = hashlib.sha256(data).hexdigest()
@@ -395,7 +539,7 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, expected_sha256: 
         raise ModelIntegrityError(f"The model {name} does not match its description.")
     try:
         normalization = payload.get("normalization")
-        return ModelBundle(
+        bundle = ModelBundle(
             pipeline=payload["pipeline"],
             labels=tuple(payload["labels"]),
             feature_config=config,
@@ -405,3 +549,5 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, expected_sha256: 
         )
     except (ValueError, TypeError, KeyError):
         raise ModelIntegrityError(f"The model {name} is inconsistent (classes, labels, normalisation or temperature).") from None
+    bundle.sha256, bundle.name = digest, target.stem
+    return bundle

@@ -96,6 +96,11 @@ class Prediction:
     features : np.ndarray or None, shape (n_features,)
         The raw (unnormalised) feature vector, for updating the speaker's
         running statistics; not part of :meth:`to_dict` or equality.
+    model_version : str, default "unknown"
+        The model that made this prediction, ``"<name>@sha256:<hex>"`` (at
+        most 128 characters; see :attr:`Predictor.model_version`).  Set by
+        the predictor that ran, so a model swapped while a clip was being
+        analysed does not relabel it.
     """
 
     label: str
@@ -106,6 +111,7 @@ class Prediction:
     top_two: tuple[str, ...] = ()
     normalization: str = "none"
     features: np.ndarray | None = field(default=None, repr=False, compare=False)
+    model_version: str = "unknown"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of the fields (without ``features``)."""
@@ -117,6 +123,7 @@ class Prediction:
             "unsure": self.unsure,
             "top_two": list(self.top_two),
             "normalization": self.normalization,
+            "model_version": self.model_version,
         }
 
 
@@ -132,16 +139,32 @@ class Predictor:
     unsure_below : float, optional, keyword-only
         Confidence below which a prediction is flagged ``unsure`` (default:
         the bundle's ``metadata["unsure_below"]``, else 0.0 = never).
+    model_version : str, optional, keyword-only
+        Identity written into every :class:`Prediction` (default: the
+        bundle's :attr:`~ser_engine.bundle.ModelBundle.model_version`, e.g.
+        ``"v3@sha256:<hex>"`` from a registry, ``"ravdess-8class@sha256:<hex>"``
+        from a file, ``"unsaved"`` for an in-memory bundle).
+
+    Attributes
+    ----------
+    model_version : str
+        Written into every :class:`Prediction` this predictor makes.
 
     Raises
     ------
     ValueError
-        If the bundle's feature configuration is not at 16 kHz or
-        ``unsure_below`` is not in [0, 1].
+        If the bundle's feature configuration is not at 16 kHz,
+        ``unsure_below`` is not in [0, 1], or ``model_version`` is empty or
+        longer than 128 characters (the width of the stored column).
     """
 
     def __init__(
-        self, bundle: ModelBundle, *, limits: AudioLimits | None = None, unsure_below: float | None = None
+        self,
+        bundle: ModelBundle,
+        *,
+        limits: AudioLimits | None = None,
+        unsure_below: float | None = None,
+        model_version: str | None = None,
     ) -> None:
         if bundle.feature_config.sr != TARGET_SR:
             raise ValueError(f"Predictor: the model's features are at {bundle.feature_config.sr} Hz, not {TARGET_SR}")
@@ -149,6 +172,11 @@ class Predictor:
             unsure_below = float(bundle.metadata.get("unsure_below", 0.0))
         if not 0.0 <= unsure_below <= 1.0:
             raise ValueError(f"Predictor: unsure_below must be in [0, 1], got {unsure_below}")
+        if model_version is None:
+            model_version = bundle.model_version
+        if not isinstance(model_version, str) or not 0 < len(model_version) <= 128:
+            raise ValueError(f"Predictor: model_version must be a string of 1-128 characters, got {model_version!r}")
+        self.model_version = model_version
         self.bundle = bundle
         self.limits = limits or AudioLimits()
         self.unsure_below = float(unsure_below)
@@ -161,6 +189,7 @@ class Predictor:
         *,
         limits: AudioLimits | None = None,
         unsure_below: float | None = None,
+        model_version: str | None = None,
     ) -> Predictor:
         """Load a bundle (verified, see :func:`~ser_engine.bundle.load_bundle`) and wrap it.
 
@@ -172,6 +201,8 @@ class Predictor:
             Decoding limits.
         unsure_below : float, optional
             See :class:`Predictor`.
+        model_version : str, optional
+            See :class:`Predictor` (default ``"<file stem>@sha256:<hex>"``).
 
         Returns
         -------
@@ -182,7 +213,8 @@ class Predictor:
         ModelNotFoundError, ModelIntegrityError, ModelCompatibilityError
             As :func:`~ser_engine.bundle.load_bundle`.
         """
-        return cls(load_bundle(path if path is not None else DEFAULT_MODEL_PATH), limits=limits, unsure_below=unsure_below)
+        bundle = load_bundle(path if path is not None else DEFAULT_MODEL_PATH)
+        return cls(bundle, limits=limits, unsure_below=unsure_below, model_version=model_version)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -316,6 +348,7 @@ class Predictor:
             top_two=tuple(ranked[:2]),
             normalization=normalization,
             features=features,
+            model_version=self.model_version,
         )
 
     def _classify(self, y: np.ndarray, speaker_stats: RunningStatsLike | None = None) -> Prediction:
@@ -323,4 +356,4 @@ class Predictor:
         return self.classify_features(features, speaker_stats=speaker_stats, duration_s=float(y.size / TARGET_SR))
 
     def __repr__(self) -> str:
-        return f"Predictor(labels={self.labels!r}, unsure_below={self.unsure_below})"
+        return f"Predictor(labels={self.labels!r}, unsure_below={self.unsure_below}, model_version={self.model_version!r})"

@@ -334,16 +334,25 @@ class ModelRegistry:
     def load(self, version: int) -> ModelBundle:
         """Load and verify one version's bundle.
 
+        Returns
+        -------
+        ModelBundle
+            Named ``"v<version>"``, so its :attr:`~ser_engine.bundle.ModelBundle.model_version`
+            is ``"v3@sha256:<hex>"``.
+
         Raises
         ------
         ModelNotFoundError, ModelIntegrityError, ModelCompatibilityError
-            As :func:`ser_engine.bundle.load_bundle`; the message names the version.
+            As :func:`ser_engine.bundle.load_bundle` (including its signature
+            check when ``SER_MODEL_HMAC_KEY`` is set); the message names the version.
         """
         self.get(version)  # ModelNotFoundError for unknown versions
         try:
-            return load_bundle(self._bundle_path(version))
+            bundle = load_bundle(self._bundle_path(version))
         except ModelError as exc:
             raise type(exc)(f"Model version v{version} refused: {exc.user_message}") from None
+        bundle.name = f"v{version}"
+        return bundle
 
     def load_active(self) -> tuple[int, ModelBundle]:
         """Load the active version, falling back to earlier active ones that still load.

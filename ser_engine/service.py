@@ -4,7 +4,9 @@ Decoding, feature extraction and prediction are CPU work; an event loop
 (the Discord bot's) must never run them.  :class:`EmotionService` runs each
 analysis in a pool of workers, bounds how many requests may wait, and gives
 every request a timeout.  The model can be swapped between requests; a
-request in flight finishes on the model it started with.
+request in flight finishes on the model it started with, and its
+:class:`~ser_engine.predict.Prediction` names that model
+(``model_version``, stamped by the predictor that ran it).
 
 Two kinds of workers (``mode=``):
 
@@ -386,6 +388,15 @@ class EmotionService:
     def predictor(self) -> Predictor:
         """The model new requests are served with."""
         return self._pool.predictor  # type: ignore[no-any-return]
+
+    @property
+    def model_version(self) -> str:
+        """Identity of the model new requests are served with (``"v3@sha256:<hex>"``; ``"unknown"`` if not given).
+
+        A finished analysis carries its own :attr:`Prediction.model_version
+        <ser_engine.predict.Prediction.model_version>`; store that one, not this.
+        """
+        return str(getattr(self._pool.predictor, "model_version", "unknown"))
 
     @property
     def pending(self) -> int:
