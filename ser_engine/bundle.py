@@ -506,11 +506,11 @@ def load_bundle(
     if key is not None:
         claimed = sidecar.get(SIGNATURE_FIELD)
         if not isinstance(claimed, str):
-            raise ModelIntegrityError(f"The model {name} is not signed, and a signing key is set; it was refused.")
+            raise ModelIntegrityError(f"The model {name} was refused: it is not signed, and a signing key is set.")
         expected = _signature(sidecar, key)
         if not hmac.compare_digest(expected.encode("ascii"), claimed.strip().lower().encode("ascii", "replace")):
             raise ModelIntegrityError(
-                f"The model {name} has a signature that does not match its description; it was refused."
+                f"The model {name} was refused: its signature does not match (altered, or signed with another key)."
             )
     config = _check_versions(sidecar, name)
 

@@ -13,7 +13,7 @@ import joblib
 import numpy as np
 import pytest
 
-from ser_engine.bundle import ModelBundle, load_bundle, save_bundle, sidecar_path
+from ser_engine.bundle import HMAC_KEY_ENV, ModelBundle, load_bundle, save_bundle, sidecar_path, sign_bundle
 from ser_engine.corpora import load_ravdess
 from ser_engine.errors import ModelCompatibilityError, ModelIntegrityError, ModelNotFoundError
 from ser_engine.features import FeatureConfig
@@ -183,3 +183,97 @@ def test_bundle_validation(small_bundle, tmp_path: Path) -> None:
         ModelBundle(bundle.pipeline, ("a", "b"), bundle.feature_config)
     with pytest.raises(ValueError, match="distinct"):
         ModelBundle(bundle.pipeline, ("a", "a", "b", "c"), bundle.feature_config)
+
+
+# ------------------------------------------------------------------ signing
+KEY = "correct horse battery staple"
+
+
+def _swap_joblib(path: Path, data: bytes) -> None:
+    """What someone without the key can do: replace the joblib and write its new SHA-256 and size into the sidecar."""
+    path.write_bytes(data)
+    side = _sidecar(path)
+    side["sha256"] = hashlib.sha256(data).hexdigest()
+    side["size_bytes"] = len(data)
+    sidecar_path(path).write_text(json.dumps(side, indent=2))
+
+
+def test_signed_round_trip_and_wrong_key(small_bundle, tmp_path: Path, monkeypatch) -> None:
+    bundle, X = small_bundle
+    monkeypatch.delenv(HMAC_KEY_ENV, raising=False)
+    path = save_bundle(bundle, tmp_path / "signed.joblib", hmac_key=KEY)
+    side = _sidecar(path)
+    assert len(side["hmac_sha256"]) == 64 and int(side["hmac_sha256"], 16) >= 0
+    for f in (path, sidecar_path(path)):  # the key is written nowhere
+        assert KEY.encode() not in f.read_bytes()
+    loaded = load_bundle(path, hmac_key=KEY)
+    np.testing.assert_array_equal(loaded.pipeline.predict_proba(X), bundle.pipeline.predict_proba(X))
+    assert loaded.sha256 == side["sha256"] and loaded.model_version == f"signed@sha256:{side['sha256']}"
+    # Only the content counts, not the layout: a re-indented sidecar still verifies.
+    sidecar_path(path).write_text(json.dumps(dict(reversed(list(side.items())))))
+    assert load_bundle(path, hmac_key=KEY).labels == bundle.labels
+    with pytest.raises(ModelIntegrityError, match="signature does not match") as info:
+        load_bundle(path, hmac_key="wrong-key-1234")
+    assert KEY not in str(info.value) and "wrong-key-1234" not in str(info.value)
+    # The key from the environment, for saving and loading.
+    monkeypatch.setenv(HMAC_KEY_ENV, KEY)
+    env_signed = save_bundle(bundle, tmp_path / "env.joblib")
+    assert _sidecar(env_signed)["hmac_sha256"] and load_bundle(env_signed).labels == bundle.labels
+    monkeypatch.setenv(HMAC_KEY_ENV, "wrong-key-1234")
+    with pytest.raises(ModelIntegrityError, match="signature"):
+        load_bundle(env_signed)
+    # Any edit of a signed value breaks the signature.
+    monkeypatch.setenv(HMAC_KEY_ENV, KEY)
+    side = _sidecar(env_signed)
+    side["metadata"]["n_clips"] += 1
+    sidecar_path(env_signed).write_text(json.dumps(side))
+    with pytest.raises(ModelIntegrityError, match="signature"):
+        load_bundle(env_signed)
+
+
+def test_swapped_joblib_with_a_rewritten_hash_needs_the_key(small_bundle, tmp_path: Path, monkeypatch) -> None:
+    bundle, X = small_bundle
+    monkeypatch.setenv(HMAC_KEY_ENV, KEY)
+    path = save_bundle(bundle, tmp_path / "m.joblib")
+    # A different but valid model file (uncompressed), its hash written into the sidecar by someone without the key.
+    other = io.BytesIO()
+    joblib.dump(joblib.load(path), other, compress=0)
+    _swap_joblib(path, other.getvalue())
+    with pytest.raises(ModelIntegrityError, match="signature does not match"):
+        load_bundle(path)
+    # Documented limit: without a key the hash alone cannot tell, and the swapped file loads.
+    monkeypatch.delenv(HMAC_KEY_ENV)
+    assert load_bundle(path).sha256 == hashlib.sha256(other.getvalue()).hexdigest()
+    # With a key the refusal comes before unpickling: a booby-trapped pickle never runs.
+    monkeypatch.setenv(HMAC_KEY_ENV, KEY)
+    marker = tmp_path / "unpickled"
+    trap = io.BytesIO()
+    joblib.dump({"format": 2, "pipeline": _Tripwire(marker)}, trap)
+    _swap_joblib(path, trap.getvalue())
+    with pytest.raises(ModelIntegrityError, match="signature"):
+        load_bundle(path)
+    assert not marker.exists()
+
+
+def test_unsigned_bundles_are_refused_only_when_a_key_is_set(saved: Path, monkeypatch) -> None:
+    monkeypatch.delenv(HMAC_KEY_ENV, raising=False)
+    assert "hmac_sha256" not in _sidecar(saved) and load_bundle(saved).labels
+    monkeypatch.setenv(HMAC_KEY_ENV, KEY)
+    with pytest.raises(ModelIntegrityError, match="not signed"):
+        load_bundle(saved)
+    assert load_bundle(saved, hmac_key=b"").labels  # an explicit empty key turns the check off
+    # An operator signs a bundle they trust (e.g. the shipped model) once; from then on it loads.
+    sign_bundle(saved)
+    assert load_bundle(saved).labels and load_bundle(saved, hmac_key=KEY).labels
+    with pytest.raises(ModelIntegrityError, match="signature"):
+        load_bundle(saved, hmac_key="wrong-key-1234")
+    monkeypatch.delenv(HMAC_KEY_ENV)
+    with pytest.raises(ValueError, match="no key"):
+        sign_bundle(saved)
+    data = bytearray(saved.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    saved.write_bytes(bytes(data))
+    before = sidecar_path(saved).read_bytes()
+    with pytest.raises(ModelIntegrityError, match="altered"):
+        sign_bundle(saved, hmac_key=KEY)  # a damaged bundle is not blessed
+    assert sidecar_path(saved).read_bytes() == before

@@ -144,3 +144,37 @@ def test_predictor_from_a_loaded_bundle(predictor: Predictor, angry_clip: Path) 
     again = Predictor(load_bundle(DEFAULT_MODEL_PATH))
     assert again.predict(angry_clip) == predictor.predict(angry_clip)
     assert "angry" in repr(again)
+
+
+def test_predictions_name_the_model_that_made_them(predictor: Predictor, angry_clip: Path, tmp_path: Path) -> None:
+    import json
+    import pickle
+
+    from bot.client import model_version as bot_model_version
+    from ser_engine.registry import ModelRegistry
+
+    sha = json.loads(DEFAULT_MODEL_PATH.with_suffix(".json").read_text())["sha256"]
+    first = predictor.predict(angry_clip)
+    # The same identity the bot computes from the file, "<stem>@sha256:<hex>".
+    assert first.model_version == predictor.model_version == f"ravdess-8class@sha256:{sha}"
+    assert first.model_version == bot_model_version(DEFAULT_MODEL_PATH)
+    assert first.to_dict()["model_version"] == first.model_version
+    again = pickle.loads(pickle.dumps(first))  # crosses from worker processes this way
+    assert again == first and again.model_version == first.model_version
+    assert json.loads(json.dumps(first.to_dict()))["model_version"] == first.model_version
+
+    registry = ModelRegistry(tmp_path / "reg")
+    registry.import_file(DEFAULT_MODEL_PATH)
+    from_registry = Predictor(registry.load(1)).predict(angry_clip)
+    assert from_registry.model_version == f"v1@sha256:{sha}"
+    assert from_registry.probabilities == first.probabilities  # same model, new name
+
+    named = Predictor(predictor.bundle, model_version="v7@sha256:" + "a" * 64)
+    assert named.predict_signal(load_audio(angry_clip)).model_version == "v7@sha256:" + "a" * 64
+    # A bundle changed in memory is no longer the file it came from.
+    changed = dataclasses.replace(predictor.bundle, temperature=2.0)
+    assert changed.sha256 is None and Predictor(changed).model_version == "unsaved"
+    with pytest.raises(ValueError, match="model_version"):
+        Predictor(predictor.bundle, model_version="x" * 129)
+    with pytest.raises(ValueError, match="model_version"):
+        Predictor(predictor.bundle, model_version="")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ser_engine.bundle import DEFAULT_MODEL_PATH, load_bundle
+from ser_engine.bundle import DEFAULT_MODEL_PATH, HMAC_KEY_ENV, load_bundle, sidecar_path
 from ser_engine.cli import main
 from ser_engine.errors import ModelError, ModelIntegrityError, ModelNotFoundError
 from ser_engine.registry import ModelRegistry
@@ -269,3 +269,18 @@ def test_promote_marks_and_activates_and_registration_hides_half_written_version
     marker.touch()
     assert registry.version_numbers() == [1, 2, 3] and [v.version for v in registry.list()] == [1, 2, 3]
     assert registry.import_file(DEFAULT_MODEL_PATH).version == 5
+
+
+def test_with_a_signing_key_registered_versions_are_signed_and_unsigned_ones_refused(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = registry.load(1)  # loaded before a key is set: the shipped model is unsigned
+    monkeypatch.setenv(HMAC_KEY_ENV, "registry key")
+    pointer = (registry.root / "active.json").read_bytes()
+    with pytest.raises(ModelIntegrityError, match="v2 refused: .*not signed"):
+        registry.activate(2)
+    assert (registry.root / "active.json").read_bytes() == pointer
+    entry = registry.register(bundle, source="retrain")  # e.g. the end of a retrain: signed at save
+    assert json.loads(sidecar_path(entry.path).read_text())["hmac_sha256"]
+    assert registry.promote(entry.version).model_version == f"v{entry.version}@sha256:{entry.sha256}"
+    assert registry.active_version == entry.version
