@@ -37,7 +37,7 @@ class SlowPredictor:
     """A real predictor whose every prediction first waits on an event (to hold workers busy)."""
 
     def __init__(self, inner: Predictor, gate: threading.Event) -> None:
-        self.inner, self.gate, self.labels = inner, gate, inner.labels
+        self.inner, self.gate, self.labels, self.model_version = inner, gate, inner.labels, inner.model_version
         self.threads: set[str] = set()
 
     def predict(self, source):
@@ -116,21 +116,32 @@ async def test_audio_errors_pass_through(predictor):
         assert service.pending == 0
 
 
-async def test_swap_keeps_requests_in_flight_on_their_model(predictor, angry_clip):
+async def test_swap_keeps_requests_in_flight_on_their_model(predictor, angry_clip, tmp_path):
+    from ser_engine.registry import ModelRegistry
+
+    registry = ModelRegistry(tmp_path / "reg")  # two registered versions, as after a retrain
+    registry.ensure_default(DEFAULT_MODEL_PATH)
+    registry.import_file(DEFAULT_MODEL_PATH, source="retrain")
     gate = threading.Event()
-    old = SlowPredictor(predictor, gate)
+    old = SlowPredictor(Predictor(registry.load(1)), gate)
     service = EmotionService(old, workers=2)
+    assert service.model_version.startswith("v1@sha256:")
     in_flight = asyncio.create_task(service.analyse(angry_clip.read_bytes()))
-    await asyncio.sleep(0.05)
-    new = SlowPredictor(predictor, threading.Event())
+    for _ in range(200):  # until the request runs in a worker, held there by the gate
+        if old.threads:
+            break
+        await asyncio.sleep(0.01)
+    assert old.threads and service.pending == 1
+    new = SlowPredictor(Predictor(registry.load(2)), threading.Event())
     new.gate.set()
     assert service.swap_predictor(new) is old
-    assert service.predictor is new
+    assert service.predictor is new and service.model_version.startswith("v2@sha256:")
     gate.set()
-    await in_flight
-    assert old.threads and not new.threads  # the running request stayed on the old model
-    await service.analyse(angry_clip.read_bytes())
-    assert new.threads
+    first = await in_flight
+    assert old.threads and not new.threads  # the running request stayed on the old model ...
+    assert first.model_version == old.inner.model_version == f"v1@sha256:{registry.get(1).sha256}"  # ... and says so
+    second = await service.analyse(angry_clip.read_bytes())
+    assert new.threads and second.model_version == f"v2@sha256:{registry.get(2).sha256}"
     await service.close()
 
 
@@ -277,8 +288,8 @@ async def test_process_timeout_frees_the_caller_and_later_the_worker(predictor, 
 async def test_process_swap_serves_new_requests_with_the_new_model(predictor, angry_clip):
     """After a swap (retrain, rollback) new requests use the new model; the one in flight keeps the old."""
     data = angry_clip.read_bytes()
-    old = SleepyPredictor(predictor.bundle, unsure_below=0.0)  # never unsure
-    new = Predictor(predictor.bundle, unsure_below=1.0)  # always unsure
+    old = SleepyPredictor(predictor.bundle, unsure_below=0.0, model_version="old@sha256:" + "0" * 64)  # never unsure
+    new = Predictor(predictor.bundle, unsure_below=1.0, model_version="new@sha256:" + "1" * 64)  # always unsure
     service = EmotionService(old, workers=1, mode="process")
     await service.start()
     old_pids = set(service.worker_pids())
@@ -287,7 +298,10 @@ async def test_process_swap_serves_new_requests_with_the_new_model(predictor, an
     assert service.swap_predictor(new) is old
     assert service.predictor is new and service.generation == 1
     first_new = await service.analyse(data)
-    assert first_new.unsure and not (await in_flight).unsure
+    finished_old = await in_flight
+    assert first_new.unsure and not finished_old.unsure
+    # The version travels with the prediction from the worker that ran it, not from the service's current model.
+    assert finished_old.model_version == old.model_version and first_new.model_version == new.model_version
     assert set(service.worker_pids()).isdisjoint(old_pids)
     for _ in range(50):  # the retired pool exits once its request is done
         if not any(_alive(pid) for pid in old_pids):
