@@ -393,8 +393,11 @@ def sign_bundle(path: str | os.PathLike[str], *, hmac_key: str | bytes | None = 
     if key is None:
         raise ValueError(f"sign_bundle: no key (pass hmac_key= or set {HMAC_KEY_ENV})")
     target = Path(path)
-    load_bundle(target, hmac_key=b"")  # the hashes, not an old signature: this is the signing step
-    _write_sidecar(target, _read_sidecar(target), key)
+    verified = load_bundle(target, hmac_key=b"")  # the hashes, not an old signature: this is the signing step
+    sidecar = _read_sidecar(target)
+    if sidecar["sha256"].lower() != verified.sha256:  # replaced between the check and now
+        raise ModelIntegrityError(f"The model {target.name} changed while it was being signed; nothing was signed.")
+    _write_sidecar(target, sidecar, key)
     return sidecar_path(target)
 
 

@@ -356,4 +356,7 @@ class Predictor:
         return self.classify_features(features, speaker_stats=speaker_stats, duration_s=float(y.size / TARGET_SR))
 
     def __repr__(self) -> str:
-        return f"Predictor(labels={self.labels!r}, unsure_below={self.unsure_below}, model_version={self.model_version!r})"
+        return (
+            f"Predictor(labels={self.labels!r}, unsure_below={self.unsure_below}, "
+            f"model_version={self.model_version!r})"
+        )
