@@ -5,7 +5,9 @@ Layout of a registry folder (default ``models/registry``)::
     versions/v0001.joblib   the bundle (ser_engine.bundle.save_bundle)
     versions/v0001.json     its sidecar: SHA-256, labels, features, metadata, metrics
     versions/v0001.info.json  registry record: version, source, note, created_at, gate decision
-    active.json             {"active": 3, "history": [1, 2], "updated_at": ...}
+    versions/v0004.reserved   a number claimed by a registration still writing its files
+    active.json             {"active": 3, "history": [1, 2], "revision": 7, "updated_at": ...}
+    .registry.lock          the writers' lock (see below)
 
 ``active.json`` is the only file ever rewritten; it is replaced atomically
 (temporary file, fsync, ``os.replace``, fsync of the folder), so a crash
@@ -23,7 +25,9 @@ registry folder (:class:`filelock.FileLock`: ``flock(2)`` on POSIX,
 ``LockFileEx`` on Windows; the kernel releases it when its process dies, so
 a killed writer leaves no stale lock).  Without it, two activations that
 read the same pointer both write, and one of them is lost from
-``history``.  Readers (:meth:`ModelRegistry.pointer`, :meth:`~ModelRegistry.get`)
+``history`` (measured: 4 processes doing 25 random activations and
+rollbacks each kept only 37-46 of their 87-96 writes; with the lock, all,
+``tests/test_registry.py``).  Readers (:meth:`ModelRegistry.pointer`, :meth:`~ModelRegistry.get`)
 take no lock: the atomic replacement already shows them a whole file.
 
 Every activation loads the bundle first (:func:`ser_engine.bundle.load_bundle`
