@@ -111,6 +111,14 @@ class ModelBundle:
         the MLP's logits divided by ``T`` (temperature scaling, Guo et al.
         2017, "On calibration of modern neural networks", ICML).
 
+    Attributes
+    ----------
+    sha256 : str or None
+        Hex SHA-256 of the ``.joblib`` bytes this bundle was loaded from (set
+        by :func:`load_bundle` after verifying it); ``None`` for a bundle
+        built in memory. Not an init argument, so ``dataclasses.replace``
+        (a changed bundle) drops it.
+
     Raises
     ------
     ValueError
@@ -125,6 +133,7 @@ class ModelBundle:
     metadata: dict[str, Any] = field(default_factory=dict)
     normalizer: SpeakerNormalizer | None = None
     temperature: float = 1.0
+    sha256: str | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.temperature = float(self.temperature)
@@ -395,7 +404,7 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, expected_sha256: 
         raise ModelIntegrityError(f"The model {name} does not match its description.")
     try:
         normalization = payload.get("normalization")
-        return ModelBundle(
+        bundle = ModelBundle(
             pipeline=payload["pipeline"],
             labels=tuple(payload["labels"]),
             feature_config=config,
@@ -405,3 +414,5 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, expected_sha256: 
         )
     except (ValueError, TypeError, KeyError):
         raise ModelIntegrityError(f"The model {name} is inconsistent (classes, labels, normalisation or temperature).") from None
+    bundle.sha256 = digest
+    return bundle

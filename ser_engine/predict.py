@@ -96,6 +96,10 @@ class Prediction:
     features : np.ndarray or None, shape (n_features,)
         The raw (unnormalised) feature vector, for updating the speaker's
         running statistics; not part of :meth:`to_dict` or equality.
+    model_version : str, default "unknown"
+        The model that produced this prediction (:attr:`Predictor.model_version`),
+        so a result keeps its model's name even when the served model is
+        swapped while it is stored.
     """
 
     label: str
@@ -106,6 +110,7 @@ class Prediction:
     top_two: tuple[str, ...] = ()
     normalization: str = "none"
     features: np.ndarray | None = field(default=None, repr=False, compare=False)
+    model_version: str = "unknown"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of the fields (without ``features``)."""
@@ -133,6 +138,13 @@ class Predictor:
         Confidence below which a prediction is flagged ``unsure`` (default:
         the bundle's ``metadata["unsure_below"]``, else 0.0 = never).
 
+    Attributes
+    ----------
+    model_version : str
+        Names the model in every :class:`Prediction`: ``"sha256:<hex>"`` of
+        the bundle file (:attr:`ModelBundle.sha256`), ``"unknown"`` for a
+        bundle built in memory.
+
     Raises
     ------
     ValueError
@@ -153,6 +165,7 @@ class Predictor:
         self.limits = limits or AudioLimits()
         self.unsure_below = float(unsure_below)
         self._columns = [bundle.labels[int(c)] for c in bundle.pipeline.classes_]
+        self.model_version = f"sha256:{bundle.sha256}" if bundle.sha256 else "unknown"
 
     @classmethod
     def load(
@@ -316,6 +329,7 @@ class Predictor:
             top_two=tuple(ranked[:2]),
             normalization=normalization,
             features=features,
+            model_version=self.model_version,
         )
 
     def _classify(self, y: np.ndarray, speaker_stats: RunningStatsLike | None = None) -> Prediction:
