@@ -64,7 +64,8 @@ class Settings(BaseSettings):
         ``SER_DOWNLOAD_TIMEOUT_S``, seconds to download one attachment (default 20).
     ser_max_downloads : int
         ``SER_MAX_DOWNLOADS``, attachments downloaded at once across the
-        whole bot (default 4); more wait for a free slot. Each download
+        whole bot (default 4); more wait for a free slot (at most
+        ``SER_REQUEST_TIMEOUT_S``, then "busy"). Each download
         holds at most ``SER_MAX_BYTES`` in memory, so this bounds the
         memory of downloads to ``SER_MAX_DOWNLOADS * SER_MAX_BYTES``.
     ser_max_bytes : int

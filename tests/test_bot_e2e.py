@@ -630,7 +630,7 @@ async def test_downloads_are_bounded_across_the_bot(
 async def test_a_body_larger_than_the_declared_size_is_cut_off_at_the_cap(
     fake: FakeDiscord, bot: SERBot, predictor: Any, angry_note: bytes, mode: str
 ) -> None:
-    from bot.cogs.emotion.media import _LARGER_THAN_SAID
+    from bot.cogs.emotion.media import LargerThanDeclaredError
 
     # Discord declares the voice note's real size; the CDN sends it followed by 48 MiB more
     # (24 x SER_MAX_BYTES), without Content-Length ("chunked") or with an honest one ("exact").
@@ -644,7 +644,7 @@ async def test_a_body_larger_than_the_declared_size_is_cut_off_at_the_cap(
         msg = await fake.send_message(attachments=[note], flags=VOICE_MESSAGE, member=member)
         assert (await outcomes.of(msg)).status == "refused"
     (reply,) = fake.find_requests("POST", messages_path(fake), since=mark)
-    assert reply.json["content"] == _LARGER_THAN_SAID and not reply.json.get("embeds")
+    assert reply.json["content"] == LargerThanDeclaredError().user_message and not reply.json.get("embeds")
     assert len(fake.downloads_of(note)) == 1
     for _ in range(50):  # the CDN notices the hang-up at its next write
         if fake.cdn_active == 0:

@@ -885,11 +885,14 @@ class FakeDiscord:
         ``mode``: ``"chunked"`` -- no ``Content-Length``, chunked transfer
         encoding (a client cannot know the size before reading);
         ``"exact"`` -- an honest ``Content-Length`` of the whole body (which
-        may exceed the ``size`` declared in the attachment object).
+        may exceed the ``size`` declared in the attachment object);
+        ``"short"`` -- a ``Content-Length`` twice the body's, then the
+        connection is closed after the body; ``"stall"`` -- no answer at all
+        until the client gives up; ``"error"`` -- HTTP 500.
         The body is sent in 64 KiB writes; :attr:`cdn_bytes_sent` tells how
         much got out before the client hung up.
         """
-        if mode not in ("chunked", "exact"):
+        if mode not in ("chunked", "exact", "short", "stall", "error"):
             raise ValueError(f"unknown download mode {mode!r}")
         self._cdn_modes[attachment["id"]] = mode
 
@@ -915,11 +918,17 @@ class FakeDiscord:
         try:
             if self.cdn_gate is not None:
                 await self.cdn_gate.wait()
+            while mode == "stall" and request.transport is not None and not request.transport.is_closing():
+                await asyncio.sleep(0.05)  # no answer until the client hangs up
+            if mode == "stall":
+                return web.Response(status=504)  # nobody is listening any more
+            if mode == "error":
+                return web.Response(status=500, text="500: Internal Server Error")
             response = web.StreamResponse(headers={"Content-Type": content_type})
             if mode == "chunked":
                 response.enable_chunked_encoding()
             else:
-                response.content_length = len(body)
+                response.content_length = len(body) * (2 if mode == "short" else 1)
             await response.prepare(request)
             sent = self.cdn_bytes_sent[attachment_id] = 0
             try:
@@ -927,6 +936,9 @@ class FakeDiscord:
                     await response.write(body[start : start + 64 * 1024])
                     sent += len(body[start : start + 64 * 1024])
                     self.cdn_bytes_sent[attachment_id] = sent
+                if mode == "short" and request.transport is not None:
+                    request.transport.close()  # flushes what was written; half the announced body never comes
+                    return response
                 await response.write_eof()
             except ConnectionError:  # the client hung up (e.g. it stopped at its byte cap)
                 pass

@@ -178,7 +178,8 @@ class EmotionCog(commands.Cog, name="Emotion"):
         http: Any = bot.http  # discord.py's own proxy settings apply to the CDN too
         self.downloader = Downloader(
             max_concurrent=s.ser_max_downloads, max_bytes=s.ser_max_bytes, timeout_s=s.ser_download_timeout_s,
-            proxy=getattr(http, "proxy", None), proxy_auth=getattr(http, "proxy_auth", None),
+            max_wait_s=s.ser_request_timeout_s, proxy=getattr(http, "proxy", None),
+            proxy_auth=getattr(http, "proxy_auth", None),
         )  # fmt: skip
 
     async def cog_load(self) -> None:

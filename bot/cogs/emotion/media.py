@@ -23,6 +23,8 @@ __all__ = [
     "NotAudioError",
     "NoAudioInMessageError",
     "DownloadError",
+    "DownloadTimeoutError",
+    "LargerThanDeclaredError",
     "is_audio",
     "audio_attachments",
     "check_attachment",
@@ -53,7 +55,32 @@ class NoAudioInMessageError(UserFacingError):
 
 
 class DownloadError(UserFacingError):
-    """The attachment could not be fetched from Discord."""
+    """The attachment could not be fetched from Discord (HTTP error or network failure).
+
+    Parameters
+    ----------
+    message : str, optional
+        Shown to the user.
+    """
+
+    def __init__(self, message: str = "I couldn't download that file from Discord; please try again.") -> None:
+        super().__init__(message)
+
+
+class DownloadTimeoutError(DownloadError):
+    """The download took longer than ``SER_DOWNLOAD_TIMEOUT_S``."""
+
+    def __init__(self) -> None:
+        super().__init__("Downloading that file from Discord took too long; please try again.")
+
+
+class LargerThanDeclaredError(DownloadError):
+    """The CDN sent (or announced) more bytes than the attachment's declared size; the download was cut off."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "That file from Discord is larger than Discord said it is, so I stopped downloading it and didn't analyse it."
+        )
 
 
 def is_audio(attachment: discord.Attachment) -> bool:
@@ -105,12 +132,6 @@ def check_attachment(attachment: discord.Attachment, *, max_bytes: int, max_dura
 #: Bytes read from the CDN per step of a streamed download (the cap is checked after each step).
 CHUNK_BYTES = 64 * 1024
 
-_TIMED_OUT = "Downloading that file from Discord took too long; please try again."
-_FAILED = "I couldn't download that file from Discord; please try again."
-_LARGER_THAN_SAID = (
-    "That file from Discord is larger than Discord said it is, so I stopped downloading it and didn't analyse it."
-)
-
 
 async def download(
     attachment: discord.Attachment,
@@ -156,9 +177,13 @@ async def download(
 
     Raises
     ------
+    DownloadTimeoutError
+        The download took longer than ``timeout_s``.
+    LargerThanDeclaredError
+        A body larger than ``attachment.size`` (announced or sent).
     DownloadError
-        Timeout, HTTP error, network failure, or a body larger than
-        ``attachment.size`` (the CDN sent something else than declared).
+        HTTP error or network failure (also a body shorter than its
+        ``Content-Length``).
     ser_engine.errors.AudioTooLargeError
         ``attachment.size`` itself exceeds ``max_bytes`` (unchecked attachment).
     """
@@ -171,19 +196,19 @@ async def download(
         async with asyncio.timeout(timeout_s):
             async with client.get(attachment.url, proxy=proxy, proxy_auth=proxy_auth) as response:
                 if response.status != 200:
-                    raise DownloadError(_FAILED)
+                    raise DownloadError()
                 if response.content_length is not None and response.content_length > cap:
-                    raise DownloadError(_LARGER_THAN_SAID)
+                    raise LargerThanDeclaredError()
                 body = bytearray()
                 async for chunk in response.content.iter_chunked(chunk_bytes):
                     if len(body) + len(chunk) > cap:
-                        raise DownloadError(_LARGER_THAN_SAID)
+                        raise LargerThanDeclaredError()
                     body += chunk
                 return bytes(body)
     except TimeoutError:
-        raise DownloadError(_TIMED_OUT) from None
+        raise DownloadTimeoutError() from None
     except aiohttp.ClientError as exc:
-        raise DownloadError(_FAILED) from exc
+        raise DownloadError() from exc
     finally:
         if own:
             await client.close()
@@ -199,15 +224,17 @@ class Downloader:
     max_bytes : int
         Largest accepted body in bytes (``SER_MAX_BYTES``).
     timeout_s : float
-        Seconds one download may take (``SER_DOWNLOAD_TIMEOUT_S``); a
-        download also waits at most this long for a slot.
+        Seconds one download may take (``SER_DOWNLOAD_TIMEOUT_S``).
+    max_wait_s : float, optional
+        Seconds a download may wait for a slot (default ``timeout_s``); the
+        bot passes ``SER_REQUEST_TIMEOUT_S``, the time an analysis may wait.
     proxy, proxy_auth : optional
         HTTP proxy for the CDN.
 
     Raises
     ------
     ValueError
-        For a non-positive ``max_concurrent``, ``max_bytes`` or ``timeout_s``.
+        For a non-positive ``max_concurrent``, ``max_bytes``, ``timeout_s`` or ``max_wait_s``.
     """
 
     def __init__(
@@ -216,14 +243,17 @@ class Downloader:
         max_concurrent: int,
         max_bytes: int,
         timeout_s: float,
+        max_wait_s: float | None = None,
         proxy: str | None = None,
         proxy_auth: aiohttp.BasicAuth | None = None,
     ) -> None:
-        if max_concurrent < 1 or max_bytes < 1 or timeout_s <= 0:
-            raise ValueError("Downloader: max_concurrent, max_bytes and timeout_s must be positive")
+        max_wait_s = timeout_s if max_wait_s is None else max_wait_s
+        if max_concurrent < 1 or max_bytes < 1 or timeout_s <= 0 or max_wait_s <= 0:
+            raise ValueError("Downloader: max_concurrent, max_bytes, timeout_s and max_wait_s must be positive")
         self.max_concurrent = max_concurrent
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        self.max_wait_s = max_wait_s
         self.proxy = proxy
         self.proxy_auth = proxy_auth
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -247,14 +277,14 @@ class Downloader:
         Raises
         ------
         ser_engine.errors.ServiceBusyError
-            No slot became free within ``timeout_s``.
+            No slot became free within ``max_wait_s``.
         DownloadError, ser_engine.errors.AudioTooLargeError
             As :func:`download`.
         """
         self._in_flight += 1
         try:
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout(self.max_wait_s):
                     await self._slots.acquire()
             except TimeoutError:
                 raise ServiceBusyError() from None
