@@ -534,6 +534,32 @@ async def test_context_menu_honours_the_authors_opt_out_and_the_servers_channel_
         await store.opt_in(int(dave["user"]["id"]))
 
 
+
+async def test_context_menu_in_a_thread_follows_its_parent_channels_settings(
+    fake: FakeDiscord, bot: SERBot, angry_note: bytes
+) -> None:
+    from bot.cogs.emotion.cog import AnalysisOffHereError
+
+    store = bot.store
+    assert store is not None
+    guild_id = int(fake.guild_id)
+    denied = await fake.add_text_channel("no-analysis-threads")
+    thread = fake.add_unannounced_thread(denied, "old thread")  # not in the bot's cache: only the interaction tells
+    hana, ivan = fake.add_member("hana-e2e"), fake.add_member("ivan-e2e")
+    await store.update_guild_settings(guild_id, denied_channels=[int(denied["id"])])
+    try:
+        audio = fake.add_attachment(angry_note, "clip.ogg", "audio/ogg")
+        target = await fake.send_message(attachments=[audio], member=hana, channel=thread)
+        mark = fake.mark()
+        interaction = await fake.invoke_message_command_by("Detect emotion", target, invoker=ivan)
+        callback = await callback_of(fake, interaction, mark)
+        assert callback.json["type"] == 4 and callback_flags(callback) & EPHEMERAL
+        assert callback.json["data"]["content"] == AnalysisOffHereError().user_message
+        assert not fake.downloads_of(audio)
+    finally:
+        await store.update_guild_settings(guild_id, denied_channels=[])
+
+
 # ------------------------------------------------------------------ downloads
 async def test_a_full_analysis_queue_refuses_before_downloading(
     fake: FakeDiscord, bot: SERBot, predictor: Any, angry_note: bytes

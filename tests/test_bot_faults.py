@@ -321,7 +321,8 @@ async def test_a_stalled_short_or_failing_download_gets_a_short_answer_and_frees
     sent = []
     with Outcomes(bot) as outcomes:
         for i, mode in enumerate(modes):
-            declared = 2 * len(notes[0]) if mode == "short" else None  # "short": Discord and the CDN agree, then half comes
+            # "short": Discord and the CDN both announce twice the body, then half of it comes.
+            declared = 2 * len(notes[0]) if mode == "short" else None
             note = fake.add_attachment(
                 notes[0], "voice-message.ogg", "audio/ogg", voice_message=True, duration_s=1.2, size=declared
             )

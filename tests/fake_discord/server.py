@@ -387,6 +387,16 @@ class FakeDiscord:
         self.guild["member_count"] = len(self.guild["members"])
         return member_payload
 
+    def add_unannounced_thread(self, parent: dict[str, Any], name: str) -> dict[str, Any]:
+        """A thread of ``parent`` that clients never heard of (no THREAD_CREATE; e.g. archived before they started).
+
+        Messages can be posted in it (:meth:`send_message` with ``channel=``);
+        a client learns its parent only from an interaction's ``channel``.
+        """
+        thread = p.thread_channel(p.snowflake(), self.guild_id, parent["id"], name, owner_id=self.human["id"])
+        self.channels[thread["id"]] = thread
+        return thread
+
     def dm_channel_of(self, user_id: str) -> dict[str, Any] | None:
         """The DM channel the bot opened with ``user_id``, if any."""
         return self.dm_channels.get(user_id)

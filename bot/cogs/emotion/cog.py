@@ -470,9 +470,10 @@ class EmotionCog(commands.Cog, name="Emotion"):
             return
         settings = await guild_settings(self.bot, guild_id)
         channel = message.channel
-        parent_id = getattr(channel, "parent_id", None)
-        if parent_id is None and isinstance(interaction.channel, discord.Thread) and interaction.channel.id == channel.id:
-            parent_id = interaction.channel.parent_id
+        parent_id = getattr(channel, "parent_id", None)  # a thread not in the cache: its payload in the interaction
+        here = interaction.channel
+        if parent_id is None and isinstance(here, discord.Thread) and here.id == channel.id:
+            parent_id = here.parent_id
         if not settings.analyses_channel(channel.id, parent_id):
             raise AnalysisOffHereError()
 

@@ -79,7 +79,8 @@ class LargerThanDeclaredError(DownloadError):
 
     def __init__(self) -> None:
         super().__init__(
-            "That file from Discord is larger than Discord said it is, so I stopped downloading it and didn't analyse it."
+            "That file from Discord is larger than Discord said it is, "
+            "so I stopped downloading it and didn't analyse it."
         )
 
 
