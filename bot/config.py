@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         included (default 30).
     ser_download_timeout_s : float
         ``SER_DOWNLOAD_TIMEOUT_S``, seconds to download one attachment (default 20).
+    ser_max_downloads : int
+        ``SER_MAX_DOWNLOADS``, attachments downloaded at once across the
+        whole bot (default 4); more wait for a free slot (at most
+        ``SER_REQUEST_TIMEOUT_S``, then "busy"). Each download
+        holds at most ``SER_MAX_BYTES`` in memory, so this bounds the
+        memory of downloads to ``SER_MAX_DOWNLOADS * SER_MAX_BYTES``.
     ser_max_bytes : int
         ``SER_MAX_BYTES``, largest attachment accepted, in bytes; checked on
         the attachment's reported size before downloading (default 25 MiB).
@@ -113,6 +119,7 @@ class Settings(BaseSettings):
     ser_max_pending: int = Field(16, ge=1)
     ser_request_timeout_s: float = Field(30.0, gt=0)
     ser_download_timeout_s: float = Field(20.0, gt=0)
+    ser_max_downloads: int = Field(4, ge=1, le=64)
     ser_max_bytes: int = Field(25 * 2**20, gt=0)
     ser_max_duration_s: float = Field(300.0, gt=0)
     ser_user_max_notes: int = Field(20, ge=1)

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 MAX_BYTES = 2 * 2**20  # the bot's SER_MAX_BYTES in these tests
+MAX_DOWNLOADS = 2  # the bot's SER_MAX_DOWNLOADS in these tests
 EPHEMERAL = 64
 VOICE_MESSAGE = 8192
 
@@ -66,6 +67,7 @@ async def bot(fake: FakeDiscord, model_path: Path, tmp_path_factory: pytest.Temp
         data_dir=tmp_path_factory.mktemp("bot-data"),
         ser_model_path=model_path,
         ser_max_bytes=MAX_BYTES,
+        ser_max_downloads=MAX_DOWNLOADS,
         ser_workers=2,
         ser_request_timeout_s=30,
     )
@@ -139,13 +141,52 @@ async def expect(predictor: Any, audio: bytes) -> Any:
     return await asyncio.to_thread(predictor.predict, audio)
 
 
+def callback_flags(callback: RecordedRequest) -> int:
+    """The message flags of an interaction callback (64: ephemeral)."""
+    return int((callback.json.get("data") or {}).get("flags") or 0)
+
+
+class Outcomes:
+    """Collects the bot's ``on_voice_note_processed`` outcomes while in a ``with`` block."""
+
+    def __init__(self, bot: SERBot) -> None:
+        self.bot = bot
+        self.items: list[Any] = []
+        self.arrived = asyncio.Event()
+
+    async def on_voice_note_processed(self, outcome: Any) -> None:
+        self.items.append(outcome)
+        self.arrived.set()
+
+    def __enter__(self) -> Outcomes:
+        self.bot.add_listener(self.on_voice_note_processed)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bot.remove_listener(self.on_voice_note_processed)
+
+    async def of(self, message: dict[str, Any], timeout: float = 60) -> Any:
+        """The outcome for ``message`` (waits for it)."""
+
+        async def found() -> Any:
+            while True:
+                for outcome in self.items:
+                    if outcome.message_id == int(message["id"]):
+                        return outcome
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        return await asyncio.wait_for(found(), timeout)
+
+
 # --------------------------------------------------------------------- tests
 async def test_bot_connects_with_its_intents_and_registers_commands(fake: FakeDiscord, bot: SERBot) -> None:
     assert fake.identifies and fake.identifies[-1]["intents"] == INTENTS.value
     assert INTENTS.message_content and INTENTS.guild_messages and INTENTS.dm_messages and INTENTS.guilds
     assert all(r.authorized for r in fake.find_requests("GET", r"^/(users/@me|gateway/bot)$"))
     slash = fake.command("emotion")
-    assert [(o["name"], o["type"], o.get("required")) for o in slash["options"]] == [("audio", 11, True)]
+    options = [(o["name"], o["type"], bool(o.get("required"))) for o in slash["options"]]
+    assert options == [("audio", 11, True), ("public", 5, False)]
     assert fake.command("Detect emotion", type=3)
 
 
@@ -208,10 +249,29 @@ async def test_slash_command_defers_then_edits_the_original_response(
 
     callback = await callback_of(fake, interaction, mark)
     assert callback.json["type"] == 5  # DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE
-    assert not int((callback.json.get("data") or {}).get("flags") or 0) & EPHEMERAL
+    assert callback_flags(callback) & EPHEMERAL  # private unless public:True
     edit = await fake.wait_for_request("PATCH", webhook_path(fake, interaction, "/messages/@original"), 30, since=mark)
     assert edit.index > callback.index
     assert_same_answer(edit.json["embeds"][0], expected)
+    assert fake.original_message(interaction)["flags"] & EPHEMERAL
+
+
+async def test_slash_command_with_public_true_answers_for_everyone(
+    fake: FakeDiscord, bot: SERBot, predictor: Any, angry_note: bytes
+) -> None:
+    expected = await expect(predictor, angry_note)
+    audio = fake.add_attachment(angry_note, "voice-message.ogg", "audio/ogg")
+    mark = fake.mark()
+    interaction = await fake.invoke_slash(
+        "emotion",
+        [{"name": "audio", "type": 11, "value": audio["id"]}, {"name": "public", "type": 5, "value": True}],
+        {"attachments": {audio["id"]: audio}},
+    )
+    callback = await callback_of(fake, interaction, mark)
+    assert callback.json["type"] == 5 and not callback_flags(callback) & EPHEMERAL
+    edit = await fake.wait_for_request("PATCH", webhook_path(fake, interaction, "/messages/@original"), 30, since=mark)
+    assert_same_answer(edit.json["embeds"][0], expected)
+    assert not fake.original_message(interaction)["flags"] & EPHEMERAL
 
 
 async def test_context_menu_on_a_message_with_an_audio_file(
@@ -227,6 +287,7 @@ async def test_context_menu_on_a_message_with_an_audio_file(
 
     callback = await callback_of(fake, interaction, mark)
     assert callback.json["type"] == 5
+    assert callback_flags(callback) & EPHEMERAL  # one's own message: answered privately too
     edit = await fake.wait_for_request("PATCH", webhook_path(fake, interaction, "/messages/@original"), 30, since=mark)
     assert_same_answer(edit.json["embeds"][0], expected)
     assert not fake.downloads_of(photo)
@@ -397,6 +458,282 @@ async def test_service_timeout_and_busy_are_reported_to_the_user(
     busy = [r for r in replies if r["content"] == ServiceBusyError().user_message]
     answered = [r for r in replies if r.get("embeds")]
     assert busy and answered and len(busy) + len(answered) == 3
+
+
+# ------------------------------------- "Detect emotion" on someone else's voice
+async def test_context_menu_on_another_members_message_answers_privately(
+    fake: FakeDiscord, bot: SERBot, predictor: Any, angry_note: bytes
+) -> None:
+    expected = await expect(predictor, angry_note)
+    bob, frank = fake.add_member("bob-e2e"), fake.add_member("frank-e2e")
+    audio = fake.add_attachment(angry_note, "clip.ogg", "audio/ogg")  # an upload, not a voice note: no auto reply
+    target = await fake.send_message(attachments=[audio], member=bob)
+    mark = fake.mark()
+    interaction = await fake.invoke_message_command_by("Detect emotion", target, invoker=frank)  # about bob's voice
+
+    callback = await callback_of(fake, interaction, mark)
+    assert callback.json["type"] == 5 and callback_flags(callback) & EPHEMERAL
+    edit = await fake.wait_for_request("PATCH", webhook_path(fake, interaction, "/messages/@original"), 30, since=mark)
+    assert_same_answer(edit.json["embeds"][0], expected)
+    assert fake.original_message(interaction)["flags"] & EPHEMERAL
+    assert not fake.find_requests("POST", r"^/channels/\d+/messages$", since=mark)  # nothing public
+
+
+async def test_context_menu_honours_the_authors_opt_out_and_the_servers_channel_settings(
+    fake: FakeDiscord, bot: SERBot, predictor: Any, angry_note: bytes
+) -> None:
+    from bot.cogs.emotion.cog import AnalysisOffHereError, OptedOutAuthorError
+
+    store = bot.store
+    assert store is not None
+    guild_id = int(fake.guild_id)
+    quiet = await fake.add_text_channel("no-analysis")
+    carol, dave = fake.add_member("carol-e2e"), fake.add_member("dave-e2e")
+    await store.opt_out(int(dave["user"]["id"]))
+    await store.update_guild_settings(guild_id, denied_channels=[int(quiet["id"])])
+
+    async def ask(target: dict[str, Any], invoker: dict[str, Any] | None = None) -> tuple[RecordedRequest, Any]:
+        mark = fake.mark()
+        interaction = await fake.invoke_message_command_by(
+            "Detect emotion", target, invoker=invoker or fake.human_member
+        )
+        return await callback_of(fake, interaction, mark), interaction
+
+    def refused_privately(callback: RecordedRequest, text: str) -> bool:
+        data = callback.json["data"]
+        return callback.json["type"] == 4 and bool(data["flags"] & EPHEMERAL) and data["content"] == text
+
+    def upload() -> dict[str, Any]:
+        return fake.add_attachment(angry_note, "clip.ogg", "audio/ogg")
+
+    try:
+        # The author opted out: refused, in any channel, and their file is not fetched.
+        dave_note = upload()
+        callback, _ = await ask(await fake.send_message(attachments=[dave_note], member=dave))
+        assert refused_privately(callback, OptedOutAuthorError().user_message)
+        # Another member's message in a channel the server does not analyse: refused.
+        carol_quiet = upload()
+        callback, _ = await ask(await fake.send_message(attachments=[carol_quiet], member=carol, channel=quiet))
+        assert refused_privately(callback, AnalysisOffHereError().user_message)
+        # One's own message there: answered, privately (a new member: no speaker statistics yet).
+        own, gina = upload(), fake.add_member("gina-e2e")
+        callback, interaction = await ask(await fake.send_message(attachments=[own], channel=quiet, member=gina), gina)
+        assert callback.json["type"] == 5 and callback_flags(callback) & EPHEMERAL
+        path = webhook_path(fake, interaction, "/messages/@original")
+        edit = await fake.wait_for_request("PATCH", path, 30, since=callback.index)
+        assert_same_answer(edit.json["embeds"][0], await expect(predictor, angry_note))
+        # Automatic analysis switched off server-wide: another member's message in an ordinary channel is refused.
+        await store.update_guild_settings(guild_id, auto_analyse=False)
+        carol_general = upload()
+        callback, _ = await ask(await fake.send_message(attachments=[carol_general], member=carol))
+        assert refused_privately(callback, AnalysisOffHereError().user_message)
+        assert not any(fake.downloads_of(a) for a in (dave_note, carol_quiet, carol_general))
+        assert len(fake.downloads_of(own)) == 1
+    finally:
+        await store.update_guild_settings(guild_id, auto_analyse=True, denied_channels=[])
+        await store.opt_in(int(dave["user"]["id"]))
+
+
+
+async def test_context_menu_in_a_thread_follows_its_parent_channels_settings(
+    fake: FakeDiscord, bot: SERBot, angry_note: bytes
+) -> None:
+    from bot.cogs.emotion.cog import AnalysisOffHereError
+
+    store = bot.store
+    assert store is not None
+    guild_id = int(fake.guild_id)
+    denied = await fake.add_text_channel("no-analysis-threads")
+    thread = fake.add_unannounced_thread(denied, "old thread")  # not in the bot's cache: only the interaction tells
+    hana, ivan = fake.add_member("hana-e2e"), fake.add_member("ivan-e2e")
+    await store.update_guild_settings(guild_id, denied_channels=[int(denied["id"])])
+    try:
+        audio = fake.add_attachment(angry_note, "clip.ogg", "audio/ogg")
+        target = await fake.send_message(attachments=[audio], member=hana, channel=thread)
+        mark = fake.mark()
+        interaction = await fake.invoke_message_command_by("Detect emotion", target, invoker=ivan)
+        callback = await callback_of(fake, interaction, mark)
+        assert callback.json["type"] == 4 and callback_flags(callback) & EPHEMERAL
+        assert callback.json["data"]["content"] == AnalysisOffHereError().user_message
+        assert not fake.downloads_of(audio)
+    finally:
+        await store.update_guild_settings(guild_id, denied_channels=[])
+
+
+# ------------------------------------------------------------------ downloads
+async def test_a_full_analysis_queue_refuses_before_downloading(
+    fake: FakeDiscord, bot: SERBot, predictor: Any, angry_note: bytes
+) -> None:
+    import threading
+
+    from ser_engine.errors import ServiceBusyError
+    from ser_engine.service import EmotionService
+
+    release = threading.Event()
+
+    class Blocking:  # holds the one queue place until released
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def predict(self, source: Any, *args: Any, **kwargs: Any) -> Any:
+            if source == b"hold":
+                release.wait(30)
+                raise ValueError("released")
+            return self.inner.predict(source, *args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    original = bot.service
+    assert original is not None
+    full = EmotionService(Blocking(predictor), workers=1, max_pending=1, timeout_s=30)  # type: ignore[arg-type]
+    holder = asyncio.create_task(full.analyse(b"hold"))
+    await asyncio.sleep(0)
+    assert full.pending == full.max_pending
+    bot.service = full
+    erin = fake.add_member("erin-e2e")
+    try:
+        note = fake.add_attachment(angry_note, "voice-message.ogg", "audio/ogg", voice_message=True, duration_s=4.0)
+        mark = fake.mark()
+        msg = await fake.send_message(attachments=[note], flags=VOICE_MESSAGE, member=erin)
+        reply = await fake.wait_for_request("POST", messages_path(fake), timeout=30, since=mark)
+        assert str(reply.json["message_reference"]["message_id"]) == msg["id"]
+        assert reply.json["content"] == ServiceBusyError().user_message
+        assert not fake.downloads_of(note)  # refused before a byte was fetched
+    finally:
+        bot.service = original
+        release.set()
+        with pytest.raises(ValueError):
+            await holder
+        await full.close()
+
+
+async def test_downloads_are_bounded_across_the_bot(
+    fake: FakeDiscord, bot: SERBot, predictor: Any, angry_note: bytes
+) -> None:
+    expected = await expect(predictor, angry_note)
+    members = [fake.add_member(f"dl-{i}-e2e") for i in range(3)]
+    gate = fake.hold_downloads()
+    try:
+        mark = fake.mark()
+        with Outcomes(bot) as outcomes:
+            sent = []
+            for member in members:  # voice notes ...
+                note = fake.add_attachment(
+                    angry_note, "voice-message.ogg", "audio/ogg", voice_message=True, duration_s=4.0
+                )
+                sent.append(await fake.send_message(attachments=[note], flags=VOICE_MESSAGE, member=member))
+            slash = []
+            for i in range(2):  # ... and /emotion, all waiting on the CDN at once
+                audio = fake.add_attachment(angry_note, "voice-message.ogg", "audio/ogg")
+                slash.append(
+                    await fake.invoke_slash(
+                        "emotion", [{"name": "audio", "type": 11, "value": audio["id"]}],
+                        {"attachments": {audio["id"]: audio}}, invoker=fake.add_member(f"dl-slash-{i}-e2e"),
+                    )
+                )  # fmt: skip
+            for _ in range(100):
+                if fake.cdn_active >= MAX_DOWNLOADS:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # time for any further download to start if the bound did not hold
+            assert fake.cdn_active == fake.cdn_peak_active == MAX_DOWNLOADS
+            fake.release_downloads()
+            for msg in sent:
+                assert (await outcomes.of(msg)).status == "answered"
+        for interaction in slash:
+            edit = await fake.wait_for_request(
+                "PATCH", webhook_path(fake, interaction, "/messages/@original"), 30, since=mark
+            )
+            assert_same_answer(edit.json["embeds"][0], expected)
+        assert fake.cdn_peak_active == MAX_DOWNLOADS
+    finally:
+        gate.set()
+        fake.release_downloads()
+
+
+@pytest.mark.parametrize("mode", ["chunked", "exact"])
+async def test_a_body_larger_than_the_declared_size_is_cut_off_at_the_cap(
+    fake: FakeDiscord, bot: SERBot, predictor: Any, angry_note: bytes, mode: str
+) -> None:
+    from bot.cogs.emotion.media import LargerThanDeclaredError
+
+    # Discord declares the voice note's real size; the CDN sends it followed by 48 MiB more
+    # (24 x SER_MAX_BYTES), without Content-Length ("chunked") or with an honest one ("exact").
+    bomb = angry_note + bytes(48 * 2**20)
+    note = fake.add_attachment(bomb, "voice-message.ogg", "audio/ogg", voice_message=True, duration_s=4.0,
+                               size=len(angry_note))  # fmt: skip
+    fake.craft_download(note, mode)
+    member = fake.add_member(f"bomb-{mode}-e2e")
+    mark = fake.mark()
+    with Outcomes(bot) as outcomes:
+        msg = await fake.send_message(attachments=[note], flags=VOICE_MESSAGE, member=member)
+        assert (await outcomes.of(msg)).status == "refused"
+    (reply,) = fake.find_requests("POST", messages_path(fake), since=mark)
+    assert reply.json["content"] == LargerThanDeclaredError().user_message and not reply.json.get("embeds")
+    assert len(fake.downloads_of(note)) == 1
+    for _ in range(50):  # the CDN notices the hang-up at its next write
+        if fake.cdn_active == 0:
+            break
+        await asyncio.sleep(0.1)
+    # Loopback socket buffers hold a few MiB; the bot stopped reading far before the end of the body.
+    sent = fake.cdn_bytes_sent[note["id"]]
+    print(f"download cut-off figures ({mode}): declared {len(angry_note)} B, body {len(bomb)} B, CDN sent {sent} B")
+    assert sent < 16 * 2**20
+
+    # The same audio sent honestly in chunks is answered as usual.
+    expected = await expect(predictor, angry_note)
+    fine = fake.add_attachment(angry_note, "voice-message.ogg", "audio/ogg", voice_message=True, duration_s=4.0)
+    fake.craft_download(fine, mode)
+    mark = fake.mark()
+    msg = await fake.send_message(attachments=[fine], flags=VOICE_MESSAGE, member=member)
+    reply = await fake.wait_for_request("POST", messages_path(fake), timeout=30, since=mark)
+    assert str(reply.json["message_reference"]["message_id"]) == msg["id"]
+    assert_same_answer(reply.json["embeds"][0], expected)
+    assert fake.cdn_bytes_sent[fine["id"]] == len(angry_note)
+
+
+# -------------------------------------------------- the producing model's version
+async def test_a_stored_analysis_carries_the_version_of_the_model_that_produced_it(
+    fake: FakeDiscord, bot: SERBot, predictor: Any, angry_note: bytes, model_path: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from sqlalchemy import select
+
+    from bot.storage.models import Analysis
+    from ser_engine.bundle import load_bundle, save_bundle
+    from ser_engine.predict import Predictor
+
+    # A second model file: the same classifier re-saved with other metadata, hence another SHA-256.
+    bundle = load_bundle(model_path)
+    bundle.metadata["copy_for_test"] = True
+    copy_path = tmp_path / "copy.joblib"
+    save_bundle(bundle, copy_path)
+    copy_sha = json.loads(copy_path.with_suffix(".json").read_text())["sha256"]
+    copy = Predictor.load(copy_path, limits=predictor.limits)
+    assert copy.model_version == f"sha256:{copy_sha}" != predictor.model_version
+
+    service, store = bot.service, bot.store
+    assert service is not None and store is not None
+    previous_name = bot.model_version
+    restore = service.swap_predictor(copy)
+    # What the bot would call "the current model" has moved on (another swap) by the time the row is stored.
+    bot.model_version = "v99@sha256:" + "0" * 64
+    try:
+        note = fake.add_attachment(angry_note, "voice-message.ogg", "audio/ogg", voice_message=True, duration_s=4.0)
+        with Outcomes(bot) as outcomes:
+            msg = await fake.send_message(attachments=[note], flags=VOICE_MESSAGE, member=fake.add_member("mv-e2e"))
+            outcome = await outcomes.of(msg)
+    finally:
+        service.swap_predictor(restore)
+        bot.model_version = previous_name
+    assert outcome.status == "answered" and outcome.stored_id is not None
+    assert outcome.prediction.model_version == f"sha256:{copy_sha}"
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(select(Analysis.__table__).where(Analysis.id == outcome.stored_id))).mappings().one()
+    assert row["model_version"] == f"sha256:{copy_sha}"
+    assert row["message_id"] == int(msg["id"])
 
 
 # ------------------------------------------------- the process a user starts

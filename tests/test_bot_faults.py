@@ -1,5 +1,6 @@
 """Faults: a broken model at start, a full disk while saving a model, a gateway that drops
-mid-burst, and decoding or a worker thread raising unexpectedly.
+mid-burst, decoding or a worker thread raising unexpectedly, and a CDN that stalls, cuts a
+body short or fails.
 
 The bot runs for real over the fake Discord on loopback (see tests/test_bot_load.py
 for the helpers); expected answers are the engine's own results on the very bytes
@@ -38,6 +39,7 @@ from tests.test_bot_load import (
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
+DOWNLOAD_TIMEOUT_S = 3.0  # the bot's SER_DOWNLOAD_TIMEOUT_S here
 APOLOGY = re.compile(r"Sorry, something went wrong on my side\. \(error id `([0-9a-f]{8})`\)")
 
 
@@ -173,6 +175,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
             ser_request_timeout_s=60,
             ser_user_max_notes=50,
             ser_channel_replies_per_s=50,
+            ser_download_timeout_s=DOWNLOAD_TIMEOUT_S,
+            ser_max_downloads=2,
         ) as bot:
             yield fake, bot, channels, members
 
@@ -302,3 +306,43 @@ async def test_an_unexpected_error_apologises_to_that_user_only(
         assert "Traceback" in line and "(injected)" in line and ("ValueError" if where == "decoding" else "RuntimeError") in line
     statuses = {o.message_id: o.status for o in outcomes.items}
     assert [statuses[int(m["id"])] for m in sent] == ["refused" if c == 2 else "answered" for c in order]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_stalled_short_or_failing_download_gets_a_short_answer_and_frees_its_slot(
+    env: Any, notes: list[bytes], expected: list[Any]
+) -> None:
+    from bot.cogs.emotion.media import DownloadError, DownloadTimeoutError
+
+    fake, bot, channels, members = env
+    cog: Any = bot.get_cog("Emotion")
+    # Two stalls hold both download slots (SER_MAX_DOWNLOADS=2); the cut-short and failing ones wait behind them.
+    modes = ["stall", "stall", "short", "error"]
+    sent = []
+    with Outcomes(bot) as outcomes:
+        for i, mode in enumerate(modes):
+            # "short": Discord and the CDN both announce twice the body, then half of it comes.
+            declared = 2 * len(notes[0]) if mode == "short" else None
+            note = fake.add_attachment(
+                notes[0], "voice-message.ogg", "audio/ogg", voice_message=True, duration_s=1.2, size=declared
+            )
+            fake.craft_download(note, mode)
+            sent.append(await fake.send_message(
+                attachments=[note], flags=VOICE_MESSAGE, channel=channels[i], member=members[10 + i]
+            ))  # fmt: skip
+        await outcomes.wait(len(modes), timeout=4 * DOWNLOAD_TIMEOUT_S + 10)
+    assert [o.status for o in outcomes.items] == ["refused"] * len(modes)
+    replies = bot_messages_by_reference(fake)
+    texts = [replies[m["id"]][0]["content"] for m in sent]
+    assert texts == [DownloadTimeoutError().user_message] * 2 + [DownloadError().user_message] * 2
+    assert cog.downloader.in_flight == 0 and cog.downloader.running == 0
+
+    # Every slot is free again: the next notes are downloaded and answered.
+    with Outcomes(bot) as outcomes:
+        after = await _send_notes(fake, channels, members, notes[:2], first=300)
+        await outcomes.wait(2, timeout=60)
+    replies = bot_messages_by_reference(fake)
+    for msg, clip in zip(after, (0, 1)):
+        (reply,) = replies[msg["id"]]
+        label, confidence = embed_label(reply["embeds"][0])
+        assert label == expected[clip].label and confidence == pytest.approx(expected[clip].confidence, abs=6e-4)

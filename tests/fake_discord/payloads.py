@@ -31,6 +31,7 @@ __all__ = [
     "resolved_channel",
     "resolved_member",
     "dm_channel",
+    "thread_channel",
 ]
 
 #: Permission bits (https://discord.com/developers/docs/topics/permissions).
@@ -243,6 +244,29 @@ def message(
     if message_reference is not None:
         data["message_reference"] = message_reference
     return data
+
+
+def thread_channel(thread_id: str, guild_id: str, parent_id: str, name: str, *, owner_id: str) -> dict[str, Any]:
+    """A public thread (type 11) of the text channel ``parent_id``."""
+    return {
+        "id": thread_id,
+        "type": 11,
+        "guild_id": guild_id,
+        "parent_id": parent_id,
+        "owner_id": owner_id,
+        "name": name,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "message_count": 0,
+        "member_count": 1,
+        "flags": 0,
+        "thread_metadata": {
+            "archived": False,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": _now_iso(),
+            "locked": False,
+        },
+    }
 
 
 def dm_channel(recipient: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,10 @@ One :class:`FakeDiscord` serves, on ``127.0.0.1`` and a random port:
   discord.py asks for ``compress=zlib-stream`` but only decompresses *binary*
   frames (``DiscordWebSocket.received_message``), so text frames are fine;
 * ``/attachments/{id}/{filename}``: bytes that tests register, standing in for
-  Discord's CDN.
+  Discord's CDN. :meth:`FakeDiscord.craft_download` makes one attachment's
+  download misbehave (chunked without ``Content-Length``, more bytes than
+  declared) and :meth:`FakeDiscord.hold_downloads` stalls downloads, counting
+  how many run at once.
 
 Tests inject gateway events (:meth:`FakeDiscord.send_message`,
 :meth:`FakeDiscord.invoke_slash`, :meth:`FakeDiscord.invoke_message_command`,
@@ -191,6 +194,7 @@ class FakeDiscord:
         self.identifies: list[dict[str, Any]] = []
         self.messages: dict[str, dict[str, Any]] = {}
         self._attachments: dict[str, tuple[bytes, str]] = {}
+        self._init_cdn_crafting()
         self._interactions: dict[str, _Interaction] = {}
         self._sessions: dict[str, _GatewaySession] = {}
         self._failures: list[tuple[str, re.Pattern[str], web.Response]] = []
@@ -383,6 +387,16 @@ class FakeDiscord:
         self.guild["member_count"] = len(self.guild["members"])
         return member_payload
 
+    def add_unannounced_thread(self, parent: dict[str, Any], name: str) -> dict[str, Any]:
+        """A thread of ``parent`` that clients never heard of (no THREAD_CREATE; e.g. archived before they started).
+
+        Messages can be posted in it (:meth:`send_message` with ``channel=``);
+        a client learns its parent only from an interaction's ``channel``.
+        """
+        thread = p.thread_channel(p.snowflake(), self.guild_id, parent["id"], name, owner_id=self.human["id"])
+        self.channels[thread["id"]] = thread
+        return thread
+
     def dm_channel_of(self, user_id: str) -> dict[str, Any] | None:
         """The DM channel the bot opened with ``user_id``, if any."""
         return self.dm_channels.get(user_id)
@@ -510,6 +524,23 @@ class FakeDiscord:
             guild_id=self.guild_id,
             channel=self.channel,
             invoker=self.human_member,
+            target=target,
+        )
+        return await self._dispatch_interaction(interaction)
+
+    async def invoke_message_command_by(
+        self, name: str, target: dict[str, Any], *, invoker: dict[str, Any], channel: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Like :meth:`invoke_message_command`, used by ``invoker`` (a member payload) in ``channel``.
+
+        ``channel`` defaults to the target message's channel.
+        """
+        interaction = p.message_command_interaction(
+            application_id=self.application_id,
+            command=self.command(name, type=3),
+            guild_id=self.guild_id,
+            channel=channel or self.channels.get(target["channel_id"], self.channel),
+            invoker=invoker,
             target=target,
         )
         return await self._dispatch_interaction(interaction)
@@ -835,15 +866,96 @@ class FakeDiscord:
             return _json(msg)
         return web.Response(status=204)
 
-    async def _attachment(self, request: web.Request) -> web.Response:
+    async def _attachment(self, request: web.Request) -> web.StreamResponse:
         found = self._attachments.get(request.match_info["attachment_id"])
         if found is None:
             return web.Response(status=404, text="Not Found")
+        if self.cdn_gate is not None or request.match_info["attachment_id"] in self._cdn_modes:
+            return await self._crafted_attachment(request)
         body, content_type = found
         return web.Response(body=body, content_type=content_type)
 
     async def _not_found(self, request: web.Request) -> web.Response:
         return _error(404, 0, "404: Not Found")
+
+    # --------------------------------------------------- crafted CDN downloads
+    def _init_cdn_crafting(self) -> None:
+        self._cdn_modes: dict[str, str] = {}
+        #: While set to an unset event, every download waits for it before sending a byte.
+        self.cdn_gate: asyncio.Event | None = None
+        #: Downloads being served now, and the most at once since :meth:`hold_downloads`.
+        self.cdn_active = 0
+        self.cdn_peak_active = 0
+        #: Body bytes the CDN managed to hand to the socket, per crafted attachment id.
+        self.cdn_bytes_sent: dict[str, int] = {}
+
+    def craft_download(self, attachment: dict[str, Any], mode: str) -> None:
+        """Make downloads of ``attachment`` (from :meth:`add_attachment`) misbehave.
+
+        ``mode``: ``"chunked"`` -- no ``Content-Length``, chunked transfer
+        encoding (a client cannot know the size before reading);
+        ``"exact"`` -- an honest ``Content-Length`` of the whole body (which
+        may exceed the ``size`` declared in the attachment object);
+        ``"short"`` -- a ``Content-Length`` twice the body's, then the
+        connection is closed after the body; ``"stall"`` -- no answer at all
+        until the client gives up; ``"error"`` -- HTTP 500.
+        The body is sent in 64 KiB writes; :attr:`cdn_bytes_sent` tells how
+        much got out before the client hung up.
+        """
+        if mode not in ("chunked", "exact", "short", "stall", "error"):
+            raise ValueError(f"unknown download mode {mode!r}")
+        self._cdn_modes[attachment["id"]] = mode
+
+    def hold_downloads(self) -> asyncio.Event:
+        """Stall every download until the returned event is set (resets :attr:`cdn_peak_active`)."""
+        self.cdn_gate = asyncio.Event()
+        self.cdn_peak_active = self.cdn_active
+        return self.cdn_gate
+
+    def release_downloads(self) -> None:
+        """Let held downloads go on and stop holding new ones."""
+        gate, self.cdn_gate = self.cdn_gate, None
+        if gate is not None:
+            gate.set()
+
+    async def _crafted_attachment(self, request: web.Request) -> web.StreamResponse:
+        attachment_id = request.match_info["attachment_id"]
+        body, content_type = self._attachments[attachment_id]
+        mode = self._cdn_modes.get(attachment_id, "exact")
+        self.cdn_active += 1
+        self.cdn_peak_active = max(self.cdn_peak_active, self.cdn_active)
+        await self._notify()
+        try:
+            if self.cdn_gate is not None:
+                await self.cdn_gate.wait()
+            while mode == "stall" and request.transport is not None and not request.transport.is_closing():
+                await asyncio.sleep(0.05)  # no answer until the client hangs up
+            if mode == "stall":
+                return web.Response(status=504)  # nobody is listening any more
+            if mode == "error":
+                return web.Response(status=500, text="500: Internal Server Error")
+            response = web.StreamResponse(headers={"Content-Type": content_type})
+            if mode == "chunked":
+                response.enable_chunked_encoding()
+            else:
+                response.content_length = len(body) * (2 if mode == "short" else 1)
+            await response.prepare(request)
+            sent = self.cdn_bytes_sent[attachment_id] = 0
+            try:
+                for start in range(0, len(body), 64 * 1024):
+                    await response.write(body[start : start + 64 * 1024])
+                    sent += len(body[start : start + 64 * 1024])
+                    self.cdn_bytes_sent[attachment_id] = sent
+                if mode == "short" and request.transport is not None:
+                    request.transport.close()  # flushes what was written; half the announced body never comes
+                    return response
+                await response.write_eof()
+            except ConnectionError:  # the client hung up (e.g. it stopped at its byte cap)
+                pass
+            return response
+        finally:
+            self.cdn_active -= 1
+            await self._notify()
 
 
 def _json(data: Any, *, status: int = 200) -> web.Response:

@@ -10,6 +10,17 @@ for ``/insights``; a note that crosses the server's alert settings is
 reported once per cool-down in the mod-log channel. When the database is
 unreachable, notes are still answered from the last known settings and
 opt-outs, and nothing is stored.
+
+``/emotion`` answers privately (ephemeral) unless ``public`` is set. "Detect
+emotion" always answers privately; on another member's message it honours
+that member's opt-out and the server's analysis setting and channel lists,
+like automatic analysis does.
+
+Downloads: the analysis queue must have room (the service's pending
+analyses plus the downloads in flight below ``SER_MAX_PENDING``) before an
+attachment is fetched, and every download goes through the cog's one
+:class:`~.media.Downloader` (``SER_MAX_DOWNLOADS`` at once, each streamed
+under a byte cap).
 """
 
 from __future__ import annotations
@@ -26,10 +37,10 @@ from bot.storage import GuildSettings, StoreError, StoreUnavailableError
 
 from ..common import UserFacingError, store_of, user_message_for
 from .media import (
+    Downloader,
     NoAudioInMessageError,
     audio_attachments,
     check_attachment,
-    download,
 )
 from .limits import ReplyPacer, UserCooldown
 from .render import build_alert_embed, build_embed, build_text
@@ -43,6 +54,7 @@ __all__ = [
     "EmotionCog",
     "VoiceNoteOutcome",
     "OptedOutAuthorError",
+    "AnalysisOffHereError",
     "VOICE_NOTE_EVENT",
     "guild_settings",
     "opted_out",
@@ -63,6 +75,15 @@ class OptedOutAuthorError(UserFacingError):
 
     def __init__(self) -> None:
         super().__init__("That member opted out of emotion analysis, so I won't analyse their messages.")
+
+
+class AnalysisOffHereError(UserFacingError):
+    """The context menu was used on another member's message where the server does not analyse voices."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This server doesn't analyse voices in that channel, so I won't analyse another member's message there."
+        )
 
 
 @dataclass(frozen=True)
@@ -154,6 +175,12 @@ class EmotionCog(commands.Cog, name="Emotion"):
         s = bot.settings  # flood control (see .limits): per-user cool-down, per-channel reply pacing
         self.cooldown = UserCooldown(s.ser_user_max_notes, s.ser_user_cooldown_s)
         self.pacer = ReplyPacer(s.ser_channel_reply_burst, s.ser_channel_replies_per_s)
+        http: Any = bot.http  # discord.py's own proxy settings apply to the CDN too
+        self.downloader = Downloader(
+            max_concurrent=s.ser_max_downloads, max_bytes=s.ser_max_bytes, timeout_s=s.ser_download_timeout_s,
+            max_wait_s=s.ser_request_timeout_s, proxy=getattr(http, "proxy", None),
+            proxy_auth=getattr(http, "proxy_auth", None),
+        )  # fmt: skip
 
     async def cog_load(self) -> None:
         """Register the context menu and become the tree's global error handler."""
@@ -164,10 +191,37 @@ class EmotionCog(commands.Cog, name="Emotion"):
     async def cog_unload(self) -> None:
         """Undo :meth:`cog_load`."""
         self.bot.tree.remove_command(self.context_menu.name, type=self.context_menu.type)
+        await self.downloader.close()
         if self._previous_tree_error is not None:
             self.bot.tree.on_error = self._previous_tree_error
 
     # ------------------------------------------------------------ analysis
+    async def fetch_audio(self, attachment: discord.Attachment) -> bytes:
+        """Download ``attachment`` if the analysis queue has room for it (checks must have passed).
+
+        The room is checked before a byte is fetched: the service's accepted
+        analyses plus the downloads in flight (each will become one) must be
+        below ``max_pending``. The download then waits for one of the
+        bot-wide ``SER_MAX_DOWNLOADS`` slots and is streamed under the byte cap.
+
+        Raises
+        ------
+        ser_engine.errors.ServiceBusyError
+            The queue is full, or no download slot freed in time.
+        ser_engine.errors.ServiceClosedError
+            The service is closed (shutting down).
+        DownloadError, ser_engine.errors.AudioTooLargeError
+            As :func:`.media.download`.
+        """
+        from ser_engine.errors import ServiceBusyError, ServiceClosedError
+
+        service = self.bot.service
+        if service is None or service.closed:
+            raise ServiceClosedError()
+        if service.pending + self.downloader.in_flight >= service.max_pending:
+            raise ServiceBusyError()
+        return await self.downloader.fetch(attachment)
+
     async def _analyse(
         self, attachment: discord.Attachment, *, speaker_id: int | None = None, learn: bool = False, ref: Any = None
     ) -> Prediction:
@@ -177,13 +231,12 @@ class EmotionCog(commands.Cog, name="Emotion"):
         normalise the features (``learn``: the clip is added to them) and the
         clip's features are remembered under ``ref`` for the feedback buttons.
         """
+        data = await self.fetch_audio(attachment)
         service = self.bot.service
         if service is None:
             from ser_engine.errors import ServiceClosedError
 
             raise ServiceClosedError()
-        s = self.bot.settings
-        data = await download(attachment, max_bytes=s.ser_max_bytes, timeout_s=s.ser_download_timeout_s)
         feedback: Any = self.bot.get_cog("Feedback")
         if feedback is not None:
             return await feedback.analyse(data, speaker_id=speaker_id, learn=learn, ref=ref)
@@ -312,7 +365,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
                 label=prediction.label,
                 confidence=min(1.0, max(0.0, float(prediction.confidence))),
                 probabilities=prediction.probabilities,
-                model_version=self.bot.model_version,
+                model_version=prediction.model_version,  # the producing model, even if swapped since
                 duration_s=max(0.0, float(prediction.duration_s)),
                 created_at=message.created_at,
             )
@@ -360,24 +413,69 @@ class EmotionCog(commands.Cog, name="Emotion"):
 
     # ---------------------------------------------------------- app commands
     @app_commands.command(name="emotion", description="Detect the emotion in a voice recording")
-    @app_commands.describe(audio="A voice message or audio file (ogg, mp3, wav, flac, m4a ...)")
-    async def emotion(self, interaction: discord.Interaction, audio: discord.Attachment) -> None:
-        """``/emotion audio:<file>``: answer with the emotion in the attached recording."""
+    @app_commands.describe(
+        audio="A voice message or audio file (ogg, mp3, wav, flac, m4a ...)",
+        public="Show the answer to everyone in the channel (default: only you see it)",
+    )
+    async def emotion(self, interaction: discord.Interaction, audio: discord.Attachment, public: bool = False) -> None:
+        """``/emotion audio:<file> [public]``: answer with the emotion in the attached recording.
+
+        The answer is ephemeral (only the caller sees it) unless ``public`` is true.
+        """
         # The uploader is "the speaker" for feedback; the file may hold anyone's voice, so no speaker statistics.
         channel_id = interaction.channel_id or 0
         hooks = self._feedback_hooks(interaction.user.id, "i", channel_id, interaction.id)
-        await self._answer(interaction, audio, hooks=hooks)
+        await self._answer(interaction, audio, hooks=hooks, ephemeral=not public)
 
     async def detect_emotion_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        """Message context menu "Detect emotion": analyse the message's first audio attachment."""
+        """Message context menu "Detect emotion": analyse the message's first audio attachment, privately.
+
+        On another member's message it is refused (privately) when that
+        member opted out, or when the server does not analyse voices in that
+        channel (auto-analysis off, or the channel allow/deny lists); on
+        one's own message it always answers. The answer is always ephemeral.
+
+        Raises
+        ------
+        NoAudioInMessageError, OptedOutAuthorError, AnalysisOffHereError
+            Shown to the caller ephemerally by the error handler.
+        """
         attachments = audio_attachments(message)
         if not attachments:
             raise NoAudioInMessageError()
-        if message.author.id != interaction.user.id and await opted_out(self.bot, message.author.id):
-            raise OptedOutAuthorError()
+        if message.author.id != interaction.user.id:
+            await self._check_may_analyse_other(interaction, message)
         # The author's statistics are used, not updated (their voice note was already counted when posted).
         hooks = self._feedback_hooks(message.author.id, "n", message.channel.id, message.id)
-        await self._answer(interaction, attachments[0], hooks=hooks, speaker_id=message.author.id)
+        await self._answer(interaction, attachments[0], hooks=hooks, speaker_id=message.author.id, ephemeral=True)
+
+    async def _check_may_analyse_other(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """Refuse analysing another member's ``message`` where they or the server forbid it.
+
+        The same rules as automatic analysis: the author's opt-out, then the
+        server's ``auto_analyse`` switch and channel allow/deny lists (a
+        thread follows its parent channel's lists).
+
+        Raises
+        ------
+        OptedOutAuthorError
+            The author opted out.
+        AnalysisOffHereError
+            The server does not analyse voices in the message's channel.
+        """
+        if await opted_out(self.bot, message.author.id):
+            raise OptedOutAuthorError()
+        guild_id = interaction.guild_id
+        if guild_id is None:
+            return
+        settings = await guild_settings(self.bot, guild_id)
+        channel = message.channel
+        parent_id = getattr(channel, "parent_id", None)  # a thread not in the cache: its payload in the interaction
+        here = interaction.channel
+        if parent_id is None and isinstance(here, discord.Thread) and here.id == channel.id:
+            parent_id = here.parent_id
+        if not settings.analyses_channel(channel.id, parent_id):
+            raise AnalysisOffHereError()
 
     async def _answer(
         self,
@@ -386,11 +484,15 @@ class EmotionCog(commands.Cog, name="Emotion"):
         *,
         hooks: tuple[Any, Any] = (None, None),
         speaker_id: int | None = None,
+        ephemeral: bool = True,
     ) -> None:
-        """Check (answering refusals at once, ephemerally), defer, analyse, edit the original response."""
+        """Check (answering refusals at once, ephemerally), defer, analyse, edit the original response.
+
+        ``ephemeral``: only the caller sees the answer.
+        """
         self._check(attachment)
         self.cooldown.admit(interaction.user.id)
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(thinking=True, ephemeral=ephemeral)
         feedback, ref = hooks
         prediction = await self._analyse(attachment, speaker_id=speaker_id, ref=ref)
         view = feedback.view_for(ref, prediction) if feedback is not None else None

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
@@ -249,7 +249,11 @@ class FeedbackCog(commands.Cog, name="Feedback"):
             raise ClipUnavailableError()
         s = self.bot.settings
         check_attachment(attachments[0], max_bytes=s.ser_max_bytes, max_duration_s=s.ser_max_duration_s)
-        data = await download(attachments[0], max_bytes=s.ser_max_bytes, timeout_s=s.ser_download_timeout_s)
+        emotion: Any = self.bot.get_cog("Emotion")
+        if emotion is not None:  # its one Downloader bounds the bot's downloads, after checking the queue's room
+            data = await emotion.fetch_audio(attachments[0])
+        else:
+            data = await download(attachments[0], max_bytes=s.ser_max_bytes, timeout_s=s.ser_download_timeout_s)
         predictor = service.predictor
         prediction = await service.analyse(data)
         if prediction.features is None:
