@@ -712,7 +712,7 @@ async def test_a_stored_analysis_carries_the_version_of_the_model_that_produced_
     save_bundle(bundle, copy_path)
     copy_sha = json.loads(copy_path.with_suffix(".json").read_text())["sha256"]
     copy = Predictor.load(copy_path, limits=predictor.limits)
-    assert copy.model_version == f"sha256:{copy_sha}" != predictor.model_version
+    assert copy.model_version == f"copy@sha256:{copy_sha}" != predictor.model_version
 
     service, store = bot.service, bot.store
     assert service is not None and store is not None
@@ -729,10 +729,10 @@ async def test_a_stored_analysis_carries_the_version_of_the_model_that_produced_
         service.swap_predictor(restore)
         bot.model_version = previous_name
     assert outcome.status == "answered" and outcome.stored_id is not None
-    assert outcome.prediction.model_version == f"sha256:{copy_sha}"
+    assert outcome.prediction.model_version == f"copy@sha256:{copy_sha}"
     async with store.engine.connect() as conn:
         row = (await conn.execute(select(Analysis.__table__).where(Analysis.id == outcome.stored_id))).mappings().one()
-    assert row["model_version"] == f"sha256:{copy_sha}"
+    assert row["model_version"] == f"copy@sha256:{copy_sha}"
     assert row["message_id"] == int(msg["id"])
 
 
