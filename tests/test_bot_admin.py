@@ -395,3 +395,13 @@ async def test_without_an_admin_server_only_owners_may_and_the_commands_are_hidd
             cb = await callback(fake, await slash(fake, "model", operator, "activate", [p.option("version", 4, 1)],
                                                   scope=None), mark)  # fmt: skip
             assert cb.json["data"]["content"] == "v1 is now active."
+
+
+async def test_operator_settings_are_validated() -> None:
+    from pydantic import ValidationError
+
+    settings = Settings(_env_file=None, discord_token="x", ser_owner_ids=" 123, 456 ,", ser_admin_guild_id=" ")
+    assert settings.owner_ids == frozenset({123, 456}) and settings.ser_admin_guild_id is None
+    assert Settings(_env_file=None, discord_token="x").owner_ids == frozenset()
+    with pytest.raises(ValidationError, match="SER_OWNER_IDS"):
+        Settings(_env_file=None, discord_token="x", ser_owner_ids="123,alice")  # a typo is not silently dropped

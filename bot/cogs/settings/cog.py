@@ -21,7 +21,7 @@ from bot.storage import MAX_RETENTION_DAYS, GuildSettings, StoreError
 
 from bot import checks
 
-from ..common import UserFacingError, store_of
+from ..common import UserFacingError, correlation_id, store_of
 from ..emotion.render import format_duration
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -201,7 +201,10 @@ class SettingsCog(
         try:
             new = await store_of(self.bot).update_guild_settings(interaction.guild_id, **changes)
         except ValueError as exc:
-            raise UserFacingError(f"That value is not allowed: {exc}.") from exc
+            # The store's validation text names internal fields: it goes to the log, the user gets its id.
+            cid = correlation_id()
+            log.warning("guild %s settings refused [%s]: %s", interaction.guild_id, cid, exc)
+            raise UserFacingError(f"That value is not allowed; nothing changed. (error id `{cid}`)") from exc
         self.bot.known_settings[interaction.guild_id] = new
         log.info("guild %s settings changed by %s: %s", interaction.guild_id, interaction.user.id, sorted(changes))
         await interaction.response.send_message(embed=settings_embed(new, changed=changed), ephemeral=True)
