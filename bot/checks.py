@@ -159,7 +159,9 @@ async def is_bot_owner(interaction: discord.Interaction) -> bool:
 def _is_admin_server_manager(interaction: discord.Interaction) -> bool:
     bot: SERBot = interaction.client  # type: ignore[assignment]
     admin_guild = bot.settings.ser_admin_guild_id
-    return admin_guild is not None and interaction.guild_id == admin_guild and server_permissions(interaction).manage_guild
+    if admin_guild is None or interaction.guild_id != admin_guild:
+        return False
+    return server_permissions(interaction).manage_guild
 
 
 def any_server_permission(*names: str) -> Callable[[T], T]:

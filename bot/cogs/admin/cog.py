@@ -165,7 +165,7 @@ class AdminCog(commands.Cog, name="Admin"):
 
     # ------------------------------------------------------------ lifecycle
     async def cog_load(self) -> None:
-        """Register ``/model``; adopt the configured model as version 1 if the registry is empty; serve the active one."""
+        """Register ``/model``; adopt the configured model as v1 if the registry is empty; serve the active version."""
         s = self.bot.settings
         if s.ser_admin_guild_id is not None and s.ser_admin_guild_id != s.dev_guild_id:
             self.groups = [(ModelGroup(self, PUBLIC_SUBCOMMANDS, hidden=False), None),
@@ -207,7 +207,7 @@ class AdminCog(commands.Cog, name="Admin"):
         log.info("serving model version v%s (%s)", version, ", ".join(bundle.labels))
 
     # -------------------------------------------------------------- retrain
-    @app_commands.command(name="retrain", description="Retrain the emotion model (operators); promoted only if not worse")
+    @app_commands.command(name="retrain", description="Retrain the emotion model (operators); promoted if not worse")
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
     @checks.operator()

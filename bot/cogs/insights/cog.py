@@ -4,8 +4,9 @@ For moderators only: Manage Messages or Manage Server in the server's roles
 (:func:`bot.checks.moderator`; a channel overwrite does not make anyone a
 moderator of the whole server, nor remove it). A moderator sees only the
 analyses of channels they can view (View Channel resolved per channel, threads
-following their parent channel); analyses of channels the bot no longer knows
-(deleted) are shown to Administrators only. The answer is
+following their parent channel); analyses of channels and threads the bot
+does not have in its cache (deleted channels, archived threads) are shown to
+Administrators only. The answer is
 ephemeral unless asked otherwise: an embed with the number of notes analysed,
 the emotion distribution, the channels with the highest share of
 angry/fearful/sad notes and a trend sentence, plus a PNG chart of the emotion
@@ -24,9 +25,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.insights import EmotionInsights, Scope, Window, insights_fields, render_trend_png
-
 from bot import checks
+from bot.insights import EmotionInsights, Scope, Window, insights_fields, render_trend_png
 
 from ..common import UserFacingError, store_of
 

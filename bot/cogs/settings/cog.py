@@ -1,6 +1,8 @@
-"""``/settings``: a server's voice-note settings (Manage Server).
+"""``/settings``: a server's voice-note settings (Manage Server server-wide: :func:`bot.checks.server_manager`).
 
-Auto-analysis on/off, per-channel allow/deny lists, public replies or DMs to
+Auto-analysis on/off, allow/deny lists of text, voice and forum channels (a
+category stands for its channels of these types at the time of the command;
+threads follow their channel), public replies or DMs to
 the speaker, alerts to a mod-log channel (emotions, confidence threshold,
 cool-down) and data retention. Every answer is ephemeral and shows the
 settings after the change. When the bot leaves a server, that server's
@@ -16,10 +18,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import checks
 from bot.insights import EMOTION_ORDER
 from bot.storage import MAX_RETENTION_DAYS, GuildSettings, StoreError
-
-from bot import checks
 
 from ..common import UserFacingError, correlation_id, store_of
 from ..emotion.render import format_duration
@@ -63,7 +64,9 @@ class ChannelOrCategory(app_commands.Transformer):
         """The types the channel picker offers."""
         return sorted(VOICE_NOTE_CHANNEL_TYPES | {discord.ChannelType.category}, key=lambda t: t.value)
 
-    async def transform(self, interaction: discord.Interaction, value: AnyChannel) -> AnyChannel:  # type: ignore[override]
+    async def transform(  # type: ignore[override]
+        self, interaction: discord.Interaction, value: AnyChannel
+    ) -> AnyChannel:
         """The resolved channel, unchanged."""
         return value
 
