@@ -14,10 +14,12 @@ from discord.ext import commands
 
 from .config import Settings
 from .discord_api import apply_api_base_url, apply_gateway_url
+from .tree import SERCommandTree
 
 if TYPE_CHECKING:  # pragma: no cover
     from ser_engine.service import EmotionService
 
+    from .cogs.admin.settings import LifecycleSettings
     from .storage import GuildSettings, Store
 
 __all__ = ["SERBot", "INTENTS", "REQUIRED_PERMISSIONS", "EXTENSIONS", "invite_url", "model_version"]
@@ -103,6 +105,9 @@ class SERBot(commands.Bot):
     ----------
     settings : Settings
         Validated configuration (token, API base URL, model and service limits).
+    lifecycle : LifecycleSettings, optional
+        Settings of the model life cycle (registry, training corpus, quality
+        gate) used by the admin cog; default: read from the environment.
     **options : Any
         Passed on to :class:`discord.ext.commands.Bot` (e.g. ``guild_ready_timeout``).
 
@@ -110,6 +115,10 @@ class SERBot(commands.Bot):
     ----------
     settings : Settings
         The configuration the bot runs with.
+    lifecycle_settings : LifecycleSettings
+        The model life cycle's settings (may be replaced before :meth:`start`).
+    tree : SERCommandTree
+        The application commands; its ``on_error`` answers every failure.
     service : EmotionService or None
         The analysis service, created in :meth:`setup_hook`, closed in :meth:`close`.
     store : Store or None
@@ -123,15 +132,21 @@ class SERBot(commands.Bot):
         unavailable.
     """
 
-    def __init__(self, settings: Settings, **options: Any) -> None:
+    def __init__(self, settings: Settings, *, lifecycle: LifecycleSettings | None = None, **options: Any) -> None:
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         super().__init__(
             command_prefix=commands.when_mentioned,  # no text commands; Bot needs a prefix
             intents=INTENTS,
             help_command=None,
+            tree_cls=SERCommandTree,
             **options,
         )
+        if lifecycle is None:
+            from .cogs.admin.settings import LifecycleSettings
+
+            lifecycle = LifecycleSettings()
         self.settings = settings
+        self.lifecycle_settings: LifecycleSettings = lifecycle
         self.service: EmotionService | None = None
         self.store: Store | None = None
         self.model_version: str = "unknown"
@@ -203,15 +218,25 @@ class SERBot(commands.Bot):
             log.error("the database could not be prepared (%s); voice notes are answered but not stored", exc.message)
 
     async def sync_app_commands(self) -> None:
-        """Overwrite the registered commands: in ``DEV_GUILD_ID`` only if set, else globally."""
-        if self.settings.dev_guild_id is not None:
-            guild = discord.Object(id=self.settings.dev_guild_id)
+        """Overwrite the registered commands: global ones in ``DEV_GUILD_ID`` only if set, else globally.
+
+        The operators' commands that the admin cog put in ``SER_ADMIN_GUILD_ID``
+        are synced to that server (when it is not the development server,
+        which received them with the global ones).
+        """
+        s = self.settings
+        if s.dev_guild_id is not None:
+            guild = discord.Object(id=s.dev_guild_id)
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
             log.info("synced %d application command(s) to guild %s", len(synced), guild.id)
         else:
             synced = await self.tree.sync()
             log.info("synced %d global application command(s)", len(synced))
+        if s.ser_admin_guild_id is not None and s.ser_admin_guild_id != s.dev_guild_id:
+            admin = discord.Object(id=s.ser_admin_guild_id)
+            synced = await self.tree.sync(guild=admin)
+            log.info("synced %d operator command(s) to the admin guild %s", len(synced), admin.id)
 
     async def on_ready(self) -> None:
         """Log who we are and how to invite us."""

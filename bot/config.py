@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     sync_commands : bool
         ``SYNC_COMMANDS``: overwrite the registered application commands at
         start-up (default true).
+    ser_owner_ids : str
+        ``SER_OWNER_IDS``: comma-separated Discord user ids of the bot's
+        operators, who may use the model life-cycle commands (``/retrain``,
+        ``/model activate``, ``/model rollback``) anywhere; the application's
+        owner (or team) always may. See :attr:`owner_ids`.
+    ser_admin_guild_id : int or None
+        ``SER_ADMIN_GUILD_ID``: the operators' server. When set, the life-cycle
+        commands are registered in that server only, and its members with
+        Manage Server may use them too; Manage Server in any other server
+        never allows them.
     ser_model_path : Path
         ``SER_MODEL_PATH``, model bundle (``.joblib`` with its ``.json``
         sidecar); relative paths are relative to the working directory.
@@ -113,6 +123,8 @@ class Settings(BaseSettings):
     discord_api_base_url: str = DEFAULT_API_BASE_URL
     dev_guild_id: int | None = None
     sync_commands: bool = True
+    ser_owner_ids: str = ""
+    ser_admin_guild_id: int | None = None
     ser_model_path: Path = DEFAULT_MODEL_PATH
     ser_workers: int = Field(2, ge=1, le=64)
     ser_worker_mode: Literal["process", "thread"] = "process"
@@ -147,10 +159,19 @@ class Settings(BaseSettings):
             raise ValueError("DISCORD_API_BASE_URL must start with http:// or https://")
         return value
 
-    @field_validator("dev_guild_id", mode="before")
+    @field_validator("dev_guild_id", "ser_admin_guild_id", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("ser_owner_ids")
+    @classmethod
+    def _user_ids(cls, value: str) -> str:
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        if not all(part.isdigit() for part in parts):
+            # Refused rather than skipped: a typo would otherwise silently lock an operator out.
+            raise ValueError("SER_OWNER_IDS must be Discord user ids (numbers) separated by commas")
+        return ",".join(parts)
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -182,6 +203,11 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @property
+    def owner_ids(self) -> frozenset[int]:
+        """:attr:`ser_owner_ids` as a set of user ids (empty when unset)."""
+        return frozenset(int(part) for part in self.ser_owner_ids.split(",") if part)
 
     @property
     def sqlite_path(self) -> Path:

@@ -33,6 +33,7 @@ from sqlalchemy.engine import URL
 
 from bot.client import SERBot
 from bot.cogs.emotion.cog import VOICE_NOTE_EVENT, VoiceNoteOutcome
+from bot.cogs.insights.cog import CANNOT_VIEW
 from bot.config import Settings
 from bot.discord_api import restore_defaults
 from bot.storage import Store, StoreUnavailableError, sqlite_url
@@ -385,6 +386,126 @@ async def test_insights_are_refused_to_members_without_moderator_permissions(wor
     await fake.wait_for_request("PATCH", webhook_path(fake, interaction, "/messages/@original"), 30, since=mark)
     interaction, mark = await slash(fake, "settings", p.subcommand("show"), invoker=world.moderator)
     assert "Manage Server" in (await ephemeral_answer(fake, interaction, mark))["content"]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def overwritten(world: World, bot: SERBot) -> dict[str, dict[str, Any]]:
+    """Members and channels whose overwrites differ from the server-wide permissions (added while the bot runs).
+
+    * ``chanmod``: an ordinary member granted Manage Messages by an overwrite in ``#mods-corner`` only;
+    * ``mod``: Manage Messages server-wide, denied by an overwrite in ``#muted``;
+    * ``#secret``: hidden from @everyone (so from ``mod``); ``admin`` (Administrator) sees it.
+    """
+    fake = world.fake
+    chanmod = await fake.add_guild_member(fake.guild, "chanmod")
+    mod = await fake.add_guild_member(fake.guild, "overwritten-mod", permissions=MODERATOR)
+    admin = await fake.add_guild_member(fake.guild, "admin", permissions=p.MEMBER_PERMISSIONS | p.ADMINISTRATOR)
+    corner = await fake.add_channel("mods-corner", overwrites=[p.overwrite(chanmod["user"]["id"], 1,
+                                                                           allow=p.MANAGE_MESSAGES)])  # fmt: skip
+    muted = await fake.add_channel("muted", overwrites=[p.overwrite(mod["user"]["id"], 1, deny=p.MANAGE_MESSAGES)])
+    secret = await fake.add_channel("secret", overwrites=[p.overwrite(fake.guild_id, 0, deny=p.VIEW_CHANNEL)])
+    return {"chanmod": chanmod, "mod": mod, "admin": admin, "corner": corner, "muted": muted, "secret": secret}
+
+
+def in_channel(member: dict[str, Any], permissions: int) -> dict[str, Any]:
+    """``member`` as an interaction carries it in a channel where Discord resolved ``permissions``."""
+    return {**member, "permissions": str(permissions)}
+
+
+async def test_insights_use_server_wide_permissions_and_leave_out_channels_the_member_cannot_view(
+    world: World, bot: SERBot, store: Store, overwritten: dict[str, dict[str, Any]]
+) -> None:
+    fake, o = world.fake, overwritten
+    guild_id = int(fake.guild_id)
+    # Manage Messages from one channel's overwrite is not a moderator: refused there.
+    mark = fake.mark()
+    interaction = await fake.invoke_slash("insights", invoker=in_channel(o["chanmod"], MODERATOR), channel=o["corner"])
+    data = await ephemeral_answer(fake, interaction, mark)
+    assert "Manage Messages" in data["content"] and not data.get("embeds")
+
+    # Analyses in #secret, which the moderator cannot view, and in #muted, which they can.
+    now = datetime.now(UTC)
+    for i, (channel, label) in enumerate([(o["secret"], "fearful")] * 3 + [(o["muted"], "calm")] * 2):
+        stored = await store.record_analysis(
+            guild_id=guild_id, channel_id=int(channel["id"]), user_id=555_000_000_000_000_100 + i,
+            message_id=7_000 + i, label=label, confidence=0.9, probabilities={label: 0.9, "sad": 0.1},
+            model_version="test", duration_s=2.0, created_at=now - timedelta(minutes=5),
+        )  # fmt: skip
+        assert stored is not None
+
+    async def notes_seen(invoker: dict[str, Any], channel: dict[str, Any]) -> dict[str, str]:
+        mark = fake.mark()
+        interaction = await fake.invoke_slash("insights", [p.option("window", 3, "7d")], invoker=invoker,
+                                              channel=channel)  # fmt: skip
+        assert (await callback_of(fake, interaction, mark)).json["type"] == 5
+        edit = await fake.wait_for_request("PATCH", webhook_path(fake, interaction, "/messages/@original"), 30,
+                                           since=mark)  # fmt: skip
+        return field_values(edit.json["embeds"][0])
+
+    since = datetime.now(UTC) - timedelta(days=7)
+    recent = [r for r in await rows(store, guild_id=guild_id) if r["created_at"] >= since]
+    visible = [r for r in recent if r["channel_id"] != int(o["secret"]["id"])]
+    assert len(visible) >= 2 and len(recent) == len(visible) + 3
+    # The moderator's Manage Messages is denied in #muted, yet they moderate the server: allowed, #secret left out.
+    fields = await notes_seen(in_channel(o["mod"], p.MEMBER_PERMISSIONS), o["muted"])
+    assert int(fields["Notes analysed"].replace(",", "")) == len(visible)
+    assert parse_distribution(fields["Emotions"]) == dict(Counter(r["label"] for r in visible))
+    assert all(f"<#{o['secret']['id']}>" not in value for value in fields.values())
+    # An Administrator sees every channel.
+    fields = await notes_seen(in_channel(o["admin"], p.MEMBER_PERMISSIONS | p.ADMINISTRATOR), world.general)
+    assert int(fields["Notes analysed"].replace(",", "")) == len(recent)
+
+    # Asking for the hidden channel itself is refused, and nothing is shown.
+    resolved = {"channels": {o["secret"]["id"]: p.resolved_channel(o["secret"], MODERATOR)}}
+    interaction, mark = await slash(fake, "insights", p.option("channel", 7, o["secret"]["id"]),
+                                    invoker=o["mod"], resolved=resolved)  # fmt: skip
+    data = await ephemeral_answer(fake, interaction, mark)
+    assert data["content"] == CANNOT_VIEW
+    assert not fake.find_requests("PATCH", webhook_path(fake, interaction, "/messages/@original"), since=mark)
+
+
+async def test_settings_channel_takes_text_voice_forum_channels_and_categories_only(
+    world: World, bot: SERBot, store: Store
+) -> None:
+    fake, guild_id = world.fake, int(world.fake.guild_id)
+    category = await fake.add_channel("Voice notes", type=4)
+    text = await fake.add_channel("talk", type=0, parent_id=category["id"])
+    voice = await fake.add_channel("hangout", type=2, parent_id=category["id"])
+    forum = await fake.add_channel("questions", type=15, parent_id=category["id"])
+    stage = await fake.add_channel("town-hall", type=13, parent_id=category["id"])
+    thread = {"id": p.snowflake(), "type": 11, "name": "a thread", "parent_id": text["id"],
+              "permissions": str(MANAGER), "owner_id": world.manager["user"]["id"], "member_count": 1,
+              "message_count": 1, "thread_metadata": {"archived": False, "auto_archive_duration": 1440,
+                                                       "archive_timestamp": datetime.now(UTC).isoformat(),
+                                                       "locked": False}}  # fmt: skip
+
+    async def channel_mode(target: dict[str, Any], mode: str) -> dict[str, Any]:
+        resolved_target = target if "thread_metadata" in target else p.resolved_channel(target, MANAGER)
+        options = [p.option("channel", 7, target["id"]), p.option("mode", 3, mode)]
+        interaction, mark = await slash(fake, "settings", p.subcommand("channel", options), invoker=world.manager,
+                                        resolved={"channels": {target["id"]: resolved_target}})  # fmt: skip
+        return await ephemeral_answer(fake, interaction, mark)
+
+    option = next(o for o in fake.command("settings")["options"] if o["name"] == "channel")
+    picker = next(o for o in option["options"] if o["name"] == "channel")
+    assert sorted(picker["channel_types"]) == [0, 2, 4, 5, 15]  # what the client offers
+
+    before = await store.get_guild_settings(guild_id)
+    for refused, kind in ((stage, "a stage channel"), (thread, "a thread")):
+        data = await channel_mode(refused, "deny")
+        assert data["content"].startswith("Pick a text, voice or forum channel") and kind in data["content"]
+    assert await store.get_guild_settings(guild_id) == before
+
+    for accepted in (voice, forum):
+        data = await channel_mode(accepted, "deny")
+        assert f"<#{accepted['id']}>" in data["embeds"][0]["description"]
+        assert int(accepted["id"]) in (await store.get_guild_settings(guild_id)).denied_channels
+    # A category stands for its text, voice and forum channels (not the stage, not itself).
+    await channel_mode(category, "deny")
+    members = {int(c["id"]) for c in (text, voice, forum)}
+    assert (await store.get_guild_settings(guild_id)).denied_channels - before.denied_channels == members
+    await channel_mode(category, "clear")
+    assert (await store.get_guild_settings(guild_id)).denied_channels == before.denied_channels
 
 
 async def test_an_alert_is_posted_once_per_cool_down_in_the_mod_log_channel(

@@ -1,11 +1,7 @@
-"""Helpers shared by the cogs: user-facing error text, permission checks, the store.
+"""Helpers shared by the cogs: user-facing error text and the store.
 
-Permission checks run on the bot's side of every interaction, from
-``interaction.permissions`` -- the member's permissions in the channel, as
-Discord computes them (roles and channel overwrites) and sends them in the
-interaction payload. ``default_member_permissions`` only hides a command in
-the client; a server's admins can change who sees it, so it is never the
-only guard.
+Permission checks live in :mod:`bot.checks` (one decorator per rule); the
+command tree's error handler is :class:`bot.tree.SERCommandTree`.
 """
 
 from __future__ import annotations
@@ -13,9 +9,6 @@ from __future__ import annotations
 import logging
 import secrets
 from typing import TYPE_CHECKING
-
-import discord
-from discord import app_commands
 
 from bot.storage import StoreError, StoreUnavailableError
 from ser_engine.errors import AudioError, ModelError, SERError, ServiceError
@@ -26,11 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "UserFacingError",
-    "MissingModeratorPermissions",
-    "GuildOnly",
     "user_message_for",
-    "has_any_permission",
-    "require_any_permission",
     "store_of",
     "correlation_id",
 ]
@@ -55,71 +44,6 @@ class UserFacingError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.user_message = message
-
-
-class MissingModeratorPermissions(app_commands.CheckFailure):
-    """The member lacks every permission that would allow the command.
-
-    Parameters
-    ----------
-    message : str
-        Shown to the member, ephemerally.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-
-
-class GuildOnly(app_commands.CheckFailure):
-    """A server command was used in a direct message."""
-
-    def __init__(self) -> None:
-        super().__init__("This command only works in a server.")
-
-
-def has_any_permission(interaction: discord.Interaction, *names: str) -> bool:
-    """Whether the member who interacted holds at least one of the permissions ``names``.
-
-    Uses ``interaction.permissions`` (the member's resolved permissions in the
-    channel, sent by Discord with the interaction); Administrator implies all.
-
-    Parameters
-    ----------
-    interaction : discord.Interaction
-        A guild interaction.
-    *names : str
-        :class:`discord.Permissions` flag names, e.g. ``"manage_messages"``.
-
-    Returns
-    -------
-    bool
-        ``False`` outside a guild.
-    """
-    if interaction.guild_id is None:
-        return False
-    perms = interaction.permissions
-    return perms.administrator or any(getattr(perms, name) for name in names)
-
-
-def require_any_permission(interaction: discord.Interaction, *names: str) -> None:
-    """Raise unless the member holds one of ``names`` in a guild.
-
-    Raises
-    ------
-    GuildOnly
-        In a direct message.
-    MissingModeratorPermissions
-        When the member holds none of them (the message names them).
-    """
-    if interaction.guild_id is None:
-        raise GuildOnly()
-    if not has_any_permission(interaction, *names):
-        shown = " or ".join(f"**{_permission_name(n)}**" for n in names)
-        raise MissingModeratorPermissions(f"You need the {shown} permission to use this command.")
-
-
-def _permission_name(flag: str) -> str:
-    return {"manage_guild": "Manage Server"}.get(flag, flag.replace("_", " ").title())
 
 
 def store_of(bot: SERBot) -> Store:

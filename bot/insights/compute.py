@@ -106,6 +106,9 @@ class Scope:
         Restrict to this channel.
     user_id : int or None
         Restrict to this user's notes (in this guild).
+    channel_ids : frozenset of int or None
+        Restrict further to notes posted in these channels or threads (e.g.
+        those the asking member can view); ``None``: no such restriction.
 
     Raises
     ------
@@ -116,6 +119,7 @@ class Scope:
     guild_id: int
     channel_id: int | None = None
     user_id: int | None = None
+    channel_ids: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
         if self.channel_id is not None and self.user_id is not None:

@@ -874,6 +874,8 @@ class Store:
             conds.append(Analysis.channel_id == scope.channel_id)
         if scope.user_id is not None:
             conds.append(Analysis.user_id == scope.user_id)
+        if scope.channel_ids is not None:
+            conds.append(Analysis.channel_id.in_(sorted(scope.channel_ids)))
         return conds
 
     async def _label_counts(self, s: AsyncSession, where: Sequence[ColumnElement[bool]]) -> list[tuple[str, int]]:

@@ -32,6 +32,8 @@ __all__ = [
     "resolved_member",
     "dm_channel",
     "thread_channel",
+    "guild_channel",
+    "overwrite",
 ]
 
 #: Permission bits (https://discord.com/developers/docs/topics/permissions).
@@ -109,6 +111,34 @@ def text_channel(channel_id: str, guild_id: str, name: str, *, position: int = 0
         "last_message_id": None,
         "rate_limit_per_user": 0,
     }
+
+
+def guild_channel(
+    channel_id: str,
+    guild_id: str,
+    name: str,
+    *,
+    type: int = 0,
+    position: int = 0,
+    overwrites: list[dict[str, Any]] | None = None,
+    parent_id: str | None = None,
+) -> dict[str, Any]:
+    """A guild channel of any ``type`` (0 text, 2 voice, 4 category, 5 announcement, 13 stage, 15 forum).
+
+    ``overwrites`` as built by :func:`overwrite`; ``parent_id`` is the category.
+    """
+    data = text_channel(channel_id, guild_id, name, position=position)
+    data.update(type=type, permission_overwrites=list(overwrites or []), parent_id=parent_id)
+    if type in (2, 13):  # voice and stage channels carry these (discord.py reads them)
+        data.update(bitrate=64000, user_limit=0, rtc_region=None)
+    if type in (4, 2, 13, 15):
+        data.pop("topic", None)
+    return data
+
+
+def overwrite(target_id: str, kind: int, *, allow: int = 0, deny: int = 0) -> dict[str, Any]:
+    """A permission overwrite: ``kind`` 0 for a role (the guild id for @everyone), 1 for a member."""
+    return {"id": target_id, "type": kind, "allow": str(allow), "deny": str(deny)}
 
 
 def member(user_payload: dict[str, Any], roles: list[str], *, permissions: int | None = None) -> dict[str, Any]:

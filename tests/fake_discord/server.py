@@ -201,6 +201,8 @@ class FakeDiscord:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port: int = 0
+        #: Guilds besides :attr:`guild` (see :meth:`add_guild`), by id.
+        self.other_guilds: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> FakeDiscord:
@@ -545,6 +547,84 @@ class FakeDiscord:
         )
         return await self._dispatch_interaction(interaction)
 
+    async def add_guild(self, name: str) -> dict[str, Any]:
+        """Add another guild with the bot, an @everyone role and one text channel (GUILD_CREATE when connected).
+
+        Its channel is ``guild["channels"][0]``; add members with :meth:`add_guild_member`.
+        """
+        guild_id = p.snowflake()
+        everyone = p.role(guild_id, "@everyone", p.MEMBER_PERMISSIONS)
+        channel = p.text_channel(p.snowflake(), guild_id, "general")
+        data = p.guild(guild_id, name, owner_id=self.human["id"], roles=[everyone], channels=[channel],
+                       members=[self.bot_member])  # fmt: skip
+        self.other_guilds[guild_id] = data
+        self.channels[channel["id"]] = channel
+        await self.dispatch("GUILD_CREATE", data)
+        return data
+
+    async def add_guild_member(
+        self, guild: dict[str, Any], username: str, *, permissions: int = p.MEMBER_PERMISSIONS
+    ) -> dict[str, Any]:
+        """Add a member with a role of their own holding ``permissions`` to ``guild`` (any guild's payload).
+
+        Unlike :meth:`add_member`, connected clients learn the role at once
+        (GUILD_ROLE_CREATE), so members may be added after the bot connected.
+        The payload's ``permissions`` are @everyone's plus the role's.
+        """
+        user_payload = p.user(p.snowflake(), username)
+        role = p.role(p.snowflake(), f"{username}-role", permissions, position=len(guild["roles"]))
+        guild["roles"].append(role)
+        everyone = int(guild["roles"][0]["permissions"])
+        member_payload = p.member(user_payload, [role["id"]], permissions=everyone | permissions)
+        guild["members"].append(member_payload)
+        await self.dispatch("GUILD_ROLE_CREATE", {"guild_id": guild["id"], "role": role})
+        return member_payload
+
+    async def add_channel(
+        self,
+        name: str,
+        *,
+        type: int = 0,
+        overwrites: list[dict[str, Any]] | None = None,
+        parent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Add a channel of any type (with permission overwrites) to :attr:`guild`; return its payload."""
+        channel = p.guild_channel(p.snowflake(), self.guild_id, name, type=type, position=len(self.channels),
+                                  overwrites=overwrites, parent_id=parent_id)  # fmt: skip
+        self.channels[channel["id"]] = channel
+        self.guild["channels"].append(channel)
+        await self.dispatch("CHANNEL_CREATE", channel)
+        return channel
+
+    def command_in(self, name: str, guild_id: str | None, *, type: int = 1) -> dict[str, Any]:
+        """The command ``name`` registered in ``guild_id`` (``None``: globally).
+
+        Raises
+        ------
+        KeyError
+            If it is not registered in that scope.
+        """
+        for cmd in self.commands.get(guild_id, []):
+            if cmd["name"] == name and cmd.get("type", 1) == type:
+                return cmd
+        raise KeyError(f"command {name!r} is not registered in scope {guild_id}")
+
+    async def invoke_command_in(
+        self,
+        command: dict[str, Any],
+        *,
+        guild_id: str,
+        channel: dict[str, Any],
+        invoker: dict[str, Any],
+        options: list[dict[str, Any]] | None = None,
+        resolved: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Dispatch INTERACTION_CREATE for the registered slash ``command``, used in any guild and channel."""
+        interaction = p.slash_interaction(application_id=self.application_id, command=command, guild_id=guild_id,
+                                          channel=channel, invoker=invoker, options=options or [],
+                                          resolved=resolved or {})  # fmt: skip
+        return await self._dispatch_interaction(interaction)
+
     def fail_next(
         self, method: str, path_regex: str, *, status: int = 400, code: int = 50035, message: str = ""
     ) -> None:
@@ -645,6 +725,8 @@ class FakeDiscord:
                 self._sessions[session.session_id] = session
                 await session.send(OP_DISPATCH, self._ready_payload(session), "READY")
                 await session.send(OP_DISPATCH, self.guild, "GUILD_CREATE")
+                for other in self.other_guilds.values():
+                    await session.send(OP_DISPATCH, other, "GUILD_CREATE")
                 await self._notify()
             elif op == OP_RESUME:
                 session = self._sessions.get(d.get("session_id", "")) if d.get("token") == self.token else None
@@ -663,7 +745,7 @@ class FakeDiscord:
         return {
             "v": 10,
             "user": {**self.bot_user, "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": self.guild_id, "unavailable": True}],
+            "guilds": [{"id": g, "unavailable": True} for g in (self.guild_id, *self.other_guilds)],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .cog import AdminCog
+from .cog import AdminCog, operator_guild
 from .settings import LifecycleSettings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -14,5 +14,5 @@ __all__ = ["AdminCog", "LifecycleSettings", "setup"]
 
 
 async def setup(bot: SERBot) -> None:
-    """Extension entry point: add the :class:`AdminCog` to ``bot``."""
-    await bot.add_cog(AdminCog(bot))
+    """Extension entry point: add the :class:`AdminCog` to ``bot`` (``/retrain`` in the admin server, if set)."""
+    await bot.add_cog(AdminCog(bot), guild=operator_guild(bot.settings))

@@ -3,16 +3,36 @@
 Training runs in a spawned process (:class:`ser_engine.retrain.RetrainJob`),
 so the event loop and the analysis threads keep answering voice notes; the
 cog only polls the child's progress queue and edits the command's response
-(at most about once a second).  One training at a time per bot process.
+(at most about once a second).  One training at a time per bot process,
+decided before the command's first ``await`` (two ``/retrain`` sent at once
+cannot both start one).
 
-Who may retrain or switch models is checked here, on the bot's side, from
-``interaction.permissions`` (Manage Server in the channel) or the configured
-owner ids -- never only by ``default_member_permissions``, which a server's
-admins can change.
+The model serves every server, so its life cycle (``/retrain``, ``/model
+activate``, ``/model rollback``) belongs to the bot's operators
+(:func:`bot.checks.operator`): ``SER_OWNER_IDS``, the application's owner or
+team, and members with Manage Server in ``SER_ADMIN_GUILD_ID``.  When that
+server is set, these commands are registered there only; everywhere they
+carry ``default_member_permissions`` Manage Server, which hides them from
+other members (the check, not the hiding, is the guard).  ``/model info``
+and ``/model list`` are public.  Command layout:
+
+* ``SER_ADMIN_GUILD_ID`` set (and not ``DEV_GUILD_ID``): a global ``/model``
+  with ``info`` and ``list``; in the admin server ``/retrain`` and a second
+  ``/model`` with ``activate`` and ``rollback`` (Discord lists both groups'
+  subcommands together there).
+* otherwise: one ``/model`` with all four subcommands, hidden behind Manage
+  Server (a group's subcommands cannot be hidden one by one), and ``/retrain``.
+
+A version the quality gate rejected (``promoted`` false in its registry
+record) is not activated by ``/model activate`` unless a bot owner
+(``SER_OWNER_IDS`` or the application's owner, not the admin server's
+managers) adds ``force: True``: overriding the gate is a deliberate,
+logged act of the bot's owners.
 
 A version is activated only after its bundle loaded and verified
 (:meth:`ser_engine.registry.ModelRegistry.activate`); the service then swaps
 to it between requests (:meth:`ser_engine.service.EmotionService.swap_predictor`).
+Failures reach the user with an error id, never the exception's text.
 """
 
 from __future__ import annotations
@@ -26,38 +46,100 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import checks
 from ser_engine.errors import ModelError
 from ser_engine.registry import ModelRegistry, ModelVersion
 from ser_engine.retrain import RetrainJob, RetrainSpec, progress_bar
 
+from ..common import UserFacingError, correlation_id, user_message_for
 from .settings import LifecycleSettings
 
 if TYPE_CHECKING:  # pragma: no cover
     from bot.client import SERBot
+    from bot.config import Settings
 
-__all__ = ["AdminCog", "NOT_ALLOWED", "EDIT_INTERVAL_S"]
+__all__ = ["AdminCog", "ModelGroup", "NOT_ALLOWED", "EDIT_INTERVAL_S", "operator_guild"]
 
 log = logging.getLogger(__name__)
 
-NOT_ALLOWED = "Only members with the Manage Server permission (or the bot's owners) can do this."
+#: The refusal every non-operator reads for a life-cycle command.
+NOT_ALLOWED = checks.NotOperator.MESSAGE
 #: Smallest interval between two edits of the progress message, in seconds.
 EDIT_INTERVAL_S = 1.0
 STAGE_NAMES = {"features": "Extracting features", "evaluating": "Evaluating (speaker-independent folds)",
                "fitting": "Fitting the final model", "saving": "Saving the new version"}  # fmt: skip
+#: Subcommands of ``/model`` anyone may use, and those of the operators.
+PUBLIC_SUBCOMMANDS = frozenset({"info", "list"})
+OPERATOR_SUBCOMMANDS = frozenset({"activate", "rollback"})
+_MANAGE_SERVER = discord.Permissions(manage_guild=True)
+
+
+def operator_guild(settings: Settings) -> discord.Object | None:
+    """The server the operators' commands are registered in (``SER_ADMIN_GUILD_ID``), or ``None``: global."""
+    return discord.Object(id=settings.ser_admin_guild_id) if settings.ser_admin_guild_id is not None else None
 
 
 def _fmt_metrics(m: dict[str, float]) -> str:
     return f"macro-F1 {m['macro_f1']:.3f} · UAR {m['uar']:.3f} · accuracy {m['accuracy']:.3f}"
 
 
+class ModelGroup(app_commands.Group, name="model", description="The emotion model: versions, activation, rollback"):
+    """The ``/model`` group, or the part of it registered in one scope.
+
+    Parameters
+    ----------
+    cog : AdminCog
+        Does the work.
+    subcommands : frozenset of str
+        Which of ``info``, ``list``, ``activate``, ``rollback`` to keep.
+    hidden : bool
+        Register with ``default_member_permissions`` Manage Server (and for
+        servers only).
+    """
+
+    def __init__(self, cog: AdminCog, subcommands: frozenset[str], *, hidden: bool) -> None:
+        super().__init__(default_permissions=_MANAGE_SERVER if hidden else None, guild_only=hidden)
+        self.cog = cog
+        for name in [c.name for c in self.commands if c.name not in subcommands]:
+            self.remove_command(name)
+
+    @app_commands.command(name="info", description="The active emotion model: version, metrics, training data, date")
+    async def info(self, interaction: discord.Interaction) -> None:
+        """``/model info`` (public)."""
+        await self.cog.model_info(interaction)
+
+    @app_commands.command(name="list", description="Every registered model version")
+    async def list_versions(self, interaction: discord.Interaction) -> None:
+        """``/model list`` (public)."""
+        await self.cog.model_list(interaction)
+
+    @app_commands.command(name="activate", description="Switch every server to a registered model version (operators)")
+    @app_commands.describe(version="Version number, e.g. 3",
+                           force="Activate a version the quality gate rejected (bot owners only)")  # fmt: skip
+    @checks.operator()
+    async def activate(self, interaction: discord.Interaction, version: int, force: bool = False) -> None:
+        """``/model activate VERSION [force]`` (operators)."""
+        await self.cog.model_activate(interaction, version, force=force)
+
+    @app_commands.command(name="rollback", description="Go back to the previously active model version (operators)")
+    @checks.operator()
+    async def rollback(self, interaction: discord.Interaction) -> None:
+        """``/model rollback`` (operators)."""
+        await self.cog.model_rollback(interaction)
+
+
 class AdminCog(commands.Cog, name="Admin"):
     """Model life cycle from Discord.
+
+    Add it with ``bot.add_cog(cog, guild=operator_guild(bot.settings))`` (as
+    :func:`bot.cogs.admin.setup` does) so that ``/retrain`` lands in the
+    admin server when one is set; :meth:`cog_load` registers ``/model``.
 
     Parameters
     ----------
     bot : SERBot
-        The running bot (its ``service`` started).  ``bot.lifecycle_settings``
-        (a :class:`LifecycleSettings`) is used when set, else the environment.
+        The running bot (its ``service`` started); ``bot.lifecycle_settings``
+        gives the registry, corpus and gate settings.
 
     Attributes
     ----------
@@ -66,34 +148,47 @@ class AdminCog(commands.Cog, name="Admin"):
         The training running now.
     active_version : int or None
         The version the service serves.
+    groups : list of (ModelGroup, discord.Object or None)
+        The ``/model`` group(s) this cog registered, with their scope (``None``: global).
     """
-
-    model = app_commands.Group(name="model", description="The emotion model: versions, activation, rollback")
 
     def __init__(self, bot: SERBot) -> None:
         self.bot = bot
-        self.lifecycle: LifecycleSettings = getattr(bot, "lifecycle_settings", None) or LifecycleSettings()
+        self.lifecycle: LifecycleSettings = bot.lifecycle_settings
         self.registry = ModelRegistry(self.lifecycle.ser_registry_dir)
         self.job: RetrainJob | None = None
-        self.job_owner: str = ""
+        #: (mention of who started it, time.monotonic() at the start) while a training is starting or running.
+        self._training: tuple[str, float] | None = None
         self.active_version: int | None = None
         self._watch: asyncio.Task[None] | None = None
+        self.groups: list[tuple[ModelGroup, discord.Object | None]] = []
 
     # ------------------------------------------------------------ lifecycle
     async def cog_load(self) -> None:
-        """Adopt the configured model as version 1 if the registry is empty; serve the active version."""
-        await asyncio.to_thread(self.registry.ensure_default, self.bot.settings.ser_model_path)
+        """Register ``/model``; adopt the configured model as v1 if the registry is empty; serve the active version."""
+        s = self.bot.settings
+        if s.ser_admin_guild_id is not None and s.ser_admin_guild_id != s.dev_guild_id:
+            self.groups = [(ModelGroup(self, PUBLIC_SUBCOMMANDS, hidden=False), None),
+                           (ModelGroup(self, OPERATOR_SUBCOMMANDS, hidden=True), operator_guild(s))]  # fmt: skip
+        else:  # one group: hiding it hides info/list too (they stay usable for whoever sees them)
+            self.groups = [(ModelGroup(self, PUBLIC_SUBCOMMANDS | OPERATOR_SUBCOMMANDS, hidden=True), None)]
+        for group, guild in self.groups:
+            self.bot.tree.add_command(group, guild=guild)
+        await asyncio.to_thread(self.registry.ensure_default, s.ser_model_path)
         try:
             version, bundle = await asyncio.to_thread(self.registry.load_active)
         except ModelError as exc:
-            log.error("no registered model version loads (%s); serving %s", exc, self.bot.settings.ser_model_path)
+            log.error("no registered model version loads (%s); serving %s", exc, s.ser_model_path)
             return
         if version != self.registry.active_version:
             log.error("model version v%s is refused; serving v%s instead", self.registry.active_version, version)
         self._serve(version, bundle)
 
     async def cog_unload(self) -> None:
-        """Stop a running training (its model is not activated)."""
+        """Unregister ``/model``; stop a running training (its model is not activated)."""
+        for group, guild in self.groups:
+            self.bot.tree.remove_command(group.name, guild=guild)
+        self.groups = []
         if self._watch is not None:
             self._watch.cancel()
         if self.job is not None:
@@ -111,33 +206,37 @@ class AdminCog(commands.Cog, name="Admin"):
         self.bot.model_version = f"v{version}@sha256:{entry.sha256}"[:128]
         log.info("serving model version v%s (%s)", version, ", ".join(bundle.labels))
 
-    def _allowed(self, interaction: discord.Interaction) -> bool:
-        if interaction.user.id in self.lifecycle.owner_ids:
-            return True
-        return interaction.guild is not None and interaction.permissions.manage_guild
-
-    async def _refuse(self, interaction: discord.Interaction) -> bool:
-        if self._allowed(interaction):
-            return False
-        await interaction.response.send_message(NOT_ALLOWED, ephemeral=True)
-        return True
-
     # -------------------------------------------------------------- retrain
-    @app_commands.command(name="retrain", description="Retrain the emotion model (admins); promoted only if not worse")
+    @app_commands.command(name="retrain", description="Retrain the emotion model (operators); promoted if not worse")
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    @checks.operator()
     async def retrain(self, interaction: discord.Interaction) -> None:
         """``/retrain``: train in a separate process, show progress, compare, promote or keep."""
-        if await self._refuse(interaction):
-            return
-        if self.job is not None and not self.job.finished:
-            elapsed = time.monotonic() - self.job.started_at
+        # Claimed before the first await: the event loop runs this synchronous part of one interaction
+        # to its end before any other, so of two /retrain sent at once exactly one starts a training.
+        if self._training is not None:
+            owner, started = self._training
             await interaction.response.send_message(
-                f"A training is already running (started by {self.job_owner} {elapsed:.0f} s ago); "
+                f"A training is already running (started by {owner} {time.monotonic() - started:.0f} s ago); "
                 "wait for it to finish.", ephemeral=True)  # fmt: skip
             return
         if not self.lifecycle.corpus_dirs:
             await interaction.response.send_message("No training corpus is configured (SER_CORPUS_DIRS).",
                                                     ephemeral=True)  # fmt: skip
             return
+        self._training = (interaction.user.mention, time.monotonic())
+        try:
+            job = await self._start(interaction)
+        except BaseException:
+            self._training = None
+            raise
+        self.job = job
+        log.info("retrain started by %s (pid %s)", interaction.user.id, job.pid)
+        self._watch = asyncio.create_task(self._follow(interaction, job))
+
+    async def _start(self, interaction: discord.Interaction) -> RetrainJob:
+        """Gather feedback, answer publicly, start the training process."""
         feedback = await self._feedback()
         s = self.lifecycle
         spec = RetrainSpec(
@@ -149,20 +248,14 @@ class AdminCog(commands.Cog, name="Admin"):
             feedback_labels=[f.label for f in feedback], feedback_users=[f.user_id for f in feedback],
         )  # fmt: skip
         job = RetrainJob(spec)
-        self.job, self.job_owner = job, interaction.user.mention
         await interaction.response.send_message(f"Training started by {interaction.user.mention}: preparing …")
-        try:
-            await asyncio.to_thread(job.start)
-        except Exception:
-            self.job = None
-            raise
-        log.info("retrain started by %s (pid %s)", interaction.user.id, job.pid)
-        self._watch = asyncio.create_task(self._follow(interaction, job))
+        await asyncio.to_thread(job.start)
+        return job
 
     async def _feedback(self) -> list[Any]:
         """Consented feedback for the default feature configuration (empty without a store)."""
-        store = getattr(self.bot, "store", None)
-        if store is None or not hasattr(store, "training_feedback"):
+        store = self.bot.store
+        if store is None:
             return []
         from ser_engine.cache import config_key
         from ser_engine.features import FeatureConfig
@@ -198,13 +291,21 @@ class AdminCog(commands.Cog, name="Admin"):
                 await asyncio.sleep(0.25)
             await asyncio.to_thread(job.join, 5)
             if job.error is not None:
-                log.warning("retrain failed: %s", job.error)
-                await self._edit(interaction, f"Training failed: {job.error}. The active model is unchanged.")
+                # The child's error text may name files or exceptions: it goes to the log, the user gets its id.
+                cid = correlation_id()
+                log.error("retrain failed [%s]: %s", cid, job.error)
+                await self._edit(interaction, f"Training failed (error id `{cid}`). The active model is unchanged.")
                 return
             await self._edit(interaction, await self._conclude(job.result or {}))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            text = user_message_for(exc, where="/retrain")
+            await self._edit(interaction, f"Training failed: {text} v{self.active_version} is active.")
         finally:
             if self.job is job:
                 self.job = None
+            self._training = None
 
     async def _conclude(self, r: dict[str, Any]) -> str:
         version = int(r["version"])
@@ -239,18 +340,16 @@ class AdminCog(commands.Cog, name="Admin"):
                 f"Emotions: {', '.join(v.labels)}\nTraining data: {data}\n"
                 f"Speaker-independent: {_fmt_metrics(metrics) if len(metrics) == 3 else 'not measured'}")  # fmt: skip
 
-    @model.command(name="info", description="The active emotion model: version, metrics, training data, date")
     async def model_info(self, interaction: discord.Interaction) -> None:
-        """``/model info``."""
+        """``/model info``: the active version, ephemerally."""
         if self.active_version is None:
             await interaction.response.send_message("No registered model is active.", ephemeral=True)
             return
         entry = await asyncio.to_thread(self.registry.get, self.active_version)
         await interaction.response.send_message("Active model: " + self._describe(entry), ephemeral=True)
 
-    @model.command(name="list", description="Every registered model version")
     async def model_list(self, interaction: discord.Interaction) -> None:
-        """``/model list``."""
+        """``/model list``: the last 20 versions, ephemerally."""
         versions = await asyncio.to_thread(self.registry.list)
         lines = []
         for v in versions[-20:]:
@@ -261,32 +360,43 @@ class AdminCog(commands.Cog, name="Admin"):
                          else f"v{v.version}: {len(v.labels)} emotions{gate}{flag}")  # fmt: skip
         await interaction.response.send_message("\n".join(lines) or "No versions.", ephemeral=True)
 
-    @model.command(name="activate", description="Switch to a registered model version (admins)")
-    @app_commands.describe(version="Version number, e.g. 3")
-    async def model_activate(self, interaction: discord.Interaction, version: int) -> None:
-        """``/model activate VERSION``."""
-        if await self._refuse(interaction):
-            return
+    async def model_activate(self, interaction: discord.Interaction, version: int, *, force: bool = False) -> None:
+        """``/model activate VERSION [force]`` (the operator check has passed).
+
+        Raises
+        ------
+        UserFacingError
+            The version was rejected by the quality gate and ``force`` is not
+            given by a bot owner (answered ephemerally by the tree).
+        """
+        try:
+            entry = await asyncio.to_thread(self.registry.get, version)
+        except ModelError as exc:
+            raise UserFacingError(f"{exc.user_message} v{self.active_version} stays active.") from exc
+        if entry.info.get("promoted") is False:
+            reason = str(entry.info.get("note") or "it scored below the active model")[:200]
+            if not force:
+                raise UserFacingError(
+                    f"v{version} was rejected by the quality gate ({reason}); v{self.active_version} stays active. "
+                    "A bot owner can activate it anyway with `force: True`.")  # fmt: skip
+            if not await checks.is_bot_owner(interaction):
+                raise UserFacingError(f"Only the bot's owners can activate v{version}, which the quality gate "
+                                      f"rejected; v{self.active_version} stays active.")  # fmt: skip
+            log.warning("user %s forces gate-rejected model v%s", interaction.user.id, version)
         try:
             bundle = await asyncio.to_thread(self.registry.activate, version)
         except ModelError as exc:
-            await interaction.response.send_message(
-                f"{exc.user_message} v{self.active_version} stays active.", ephemeral=True)  # fmt: skip
-            return
+            raise UserFacingError(f"{exc.user_message} v{self.active_version} stays active.") from exc
         self._serve(version, bundle)
+        log.info("user %s activated model v%s", interaction.user.id, version)
         await interaction.response.send_message(f"v{version} is now active.")
 
-    @model.command(name="rollback", description="Go back to the previously active model version (admins)")
     async def model_rollback(self, interaction: discord.Interaction) -> None:
-        """``/model rollback``."""
-        if await self._refuse(interaction):
-            return
+        """``/model rollback`` (the operator check has passed)."""
         try:
             version, bundle = await asyncio.to_thread(self.registry.rollback)
         except ModelError as exc:
-            await interaction.response.send_message(
-                f"{exc.user_message} v{self.active_version} stays active.", ephemeral=True)  # fmt: skip
-            return
+            raise UserFacingError(f"{exc.user_message} v{self.active_version} stays active.") from exc
         self._serve(version, bundle)
+        log.info("user %s rolled back to model v%s", interaction.user.id, version)
         await interaction.response.send_message(f"Rolled back: v{version} is now active.")
-

@@ -1,8 +1,10 @@
 """Settings of the model life cycle (``/retrain``, ``/model``), from the environment or ``.env``.
 
-Kept apart from :class:`bot.config.Settings` so the admin cog owns them; a
-test (or an embedding program) may set ``bot.lifecycle_settings`` to an
-instance before the cog loads.
+Kept apart from :class:`bot.config.Settings` so the admin cog owns them;
+pass an instance to :class:`bot.client.SERBot` (``lifecycle=``), else they
+are read from the environment. Who may use the life-cycle commands
+(``SER_OWNER_IDS``, ``SER_ADMIN_GUILD_ID``) is in :class:`bot.config.Settings`,
+next to the other checks' inputs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def _split(text: str | None) -> list[str]:
 
 
 class LifecycleSettings(BaseSettings):
-    """Where models and training data live, who may retrain, and the quality gate.
+    """Where models and training data live, and the quality gate.
 
     Attributes
     ----------
@@ -31,9 +33,6 @@ class LifecycleSettings(BaseSettings):
         ``SER_CORPUS_DIRS``: comma-separated RAVDESS-layout folders to train on.
     ser_feature_cache_dir : Path
         ``SER_FEATURE_CACHE_DIR``: per-file feature cache (default ``data/feature-cache``).
-    ser_owner_ids : str
-        ``SER_OWNER_IDS``: comma-separated user ids allowed to retrain and switch
-        models anywhere (besides members with Manage Server).
     ser_promote_margin : float
         ``SER_PROMOTE_MARGIN``: a new model is activated only if its
         speaker-independent macro-F1 is at least the active one's minus this (default 0.02).
@@ -57,7 +56,6 @@ class LifecycleSettings(BaseSettings):
     ser_registry_dir: Path = Path("models/registry")
     ser_corpus_dirs: str = ""
     ser_feature_cache_dir: Path = Path("data/feature-cache")
-    ser_owner_ids: str = ""
     ser_promote_margin: float = Field(0.02, ge=0.0, le=1.0)
     ser_retrain_emotions: str = ""
     ser_retrain_speakers: str = ""
@@ -77,11 +75,6 @@ class LifecycleSettings(BaseSettings):
     def corpus_dirs(self) -> list[str]:
         """:attr:`ser_corpus_dirs` as a list."""
         return _split(self.ser_corpus_dirs)
-
-    @property
-    def owner_ids(self) -> frozenset[int]:
-        """:attr:`ser_owner_ids` as integers (non-numbers ignored)."""
-        return frozenset(int(x) for x in _split(self.ser_owner_ids) if x.isdigit())
 
     @property
     def emotions(self) -> list[str] | None:

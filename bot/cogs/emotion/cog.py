@@ -64,8 +64,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONTEXT_MENU_NAME = "Detect emotion"
-OUTDATED_COMMAND = "This command changed since your Discord client loaded it; please try again in a minute."
-BAD_OPTION = "I couldn't use one of the options you picked; please pick it again from the list."
 #: Name of the event dispatched after each voice note (listen with ``on_voice_note_processed``).
 VOICE_NOTE_EVENT = "voice_note_processed"
 
@@ -171,7 +169,6 @@ class EmotionCog(commands.Cog, name="Emotion"):
     def __init__(self, bot: SERBot) -> None:
         self.bot = bot
         self.context_menu = app_commands.ContextMenu(name=CONTEXT_MENU_NAME, callback=self.detect_emotion_menu)
-        self._previous_tree_error: Any = None
         s = bot.settings  # flood control (see .limits): per-user cool-down, per-channel reply pacing
         self.cooldown = UserCooldown(s.ser_user_max_notes, s.ser_user_cooldown_s)
         self.pacer = ReplyPacer(s.ser_channel_reply_burst, s.ser_channel_replies_per_s)
@@ -183,17 +180,13 @@ class EmotionCog(commands.Cog, name="Emotion"):
         )  # fmt: skip
 
     async def cog_load(self) -> None:
-        """Register the context menu and become the tree's global error handler."""
+        """Register the context menu (errors are answered by the tree, :class:`bot.tree.SERCommandTree`)."""
         self.bot.tree.add_command(self.context_menu)
-        self._previous_tree_error = self.bot.tree.on_error
-        self.bot.tree.error(self.on_app_command_error)
 
     async def cog_unload(self) -> None:
         """Undo :meth:`cog_load`."""
         self.bot.tree.remove_command(self.context_menu.name, type=self.context_menu.type)
         await self.downloader.close()
-        if self._previous_tree_error is not None:
-            self.bot.tree.on_error = self._previous_tree_error
 
     # ------------------------------------------------------------ analysis
     async def fetch_audio(self, attachment: discord.Attachment) -> bytes:
@@ -499,33 +492,3 @@ class EmotionCog(commands.Cog, name="Emotion"):
         await interaction.edit_original_response(
             embed=build_embed(prediction, source=attachment.filename), **({} if view is None else {"view": view})
         )
-
-    async def on_app_command_error(
-        self, interaction: discord.Interaction, error: app_commands.AppCommandError
-    ) -> None:
-        """Global application-command error handler: a short ephemeral message, never a traceback."""
-        cause: BaseException = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        command = interaction.command.qualified_name if interaction.command is not None else "unknown command"
-        if isinstance(cause, (app_commands.CommandNotFound, app_commands.CommandSignatureMismatch)):
-            log.warning("%s: %s", command, cause)
-            text = OUTDATED_COMMAND
-        elif isinstance(cause, app_commands.CheckFailure):
-            log.info("%s refused: %s", command, cause)
-            text = str(cause) or "You can't use this command here."
-        elif isinstance(cause, app_commands.TransformerError):
-            log.info("%s: %s", command, cause)
-            text = BAD_OPTION
-        else:
-            text = user_message_for(cause, where=command)
-        try:
-            if not interaction.response.is_done():
-                await interaction.response.send_message(text, ephemeral=True)
-                return
-            # A deferred ("thinking") response is public; replace it by an ephemeral followup.
-            try:
-                await interaction.delete_original_response()
-            except discord.HTTPException:
-                pass
-            await interaction.followup.send(text, ephemeral=True)
-        except discord.HTTPException:
-            log.warning("could not report an error for %s", command, exc_info=True)

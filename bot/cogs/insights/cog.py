@@ -1,7 +1,12 @@
 """``/insights``: how a server, a channel or a member sounded over the last 24 h, 7 d or 30 d.
 
-For moderators only (Manage Messages or Manage Server, checked on every
-interaction from the permissions Discord sends with it). The answer is
+For moderators only: Manage Messages or Manage Server in the server's roles
+(:func:`bot.checks.moderator`; a channel overwrite does not make anyone a
+moderator of the whole server, nor remove it). A moderator sees only the
+analyses of channels they can view (View Channel resolved per channel, threads
+following their parent channel); analyses of channels and threads the bot
+does not have in its cache (deleted channels, archived threads) are shown to
+Administrators only. The answer is
 ephemeral unless asked otherwise: an embed with the number of notes analysed,
 the emotion distribution, the channels with the highest share of
 angry/fearful/sad notes and a trend sentence, plus a PNG chart of the emotion
@@ -11,6 +16,7 @@ shares per day (per hour for 24 h), rendered in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 from typing import TYPE_CHECKING
@@ -19,19 +25,21 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import checks
 from bot.insights import EmotionInsights, Scope, Window, insights_fields, render_trend_png
 
-from ..common import UserFacingError, require_any_permission, store_of
+from ..common import UserFacingError, store_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from bot.client import SERBot
 
-__all__ = ["InsightsCog", "MODERATOR_PERMISSIONS", "CHART_FILENAME", "resolve_scope"]
+__all__ = ["InsightsCog", "MODERATOR_PERMISSIONS", "CHART_FILENAME", "resolve_scope", "visible_channel_ids"]
 
 log = logging.getLogger(__name__)
 
-#: Holding any one of these (or Administrator) allows ``/insights``.
-MODERATOR_PERMISSIONS: tuple[str, ...] = ("manage_messages", "manage_guild")
+#: Holding any one of these server-wide (or Administrator) allows ``/insights``.
+MODERATOR_PERMISSIONS: tuple[str, ...] = checks.MODERATOR_PERMISSIONS
+CANNOT_VIEW = "You can't view that channel, so its insights are not shown to you."
 #: File name of the chart attachment (the embed shows it as ``attachment://insights.png``).
 CHART_FILENAME = "insights.png"
 FOOTER = (
@@ -87,6 +95,32 @@ def resolve_scope(
     return Scope.guild(guild_id)
 
 
+def visible_channel_ids(interaction: discord.Interaction) -> frozenset[int] | None:
+    """Channels and threads of the server whose analyses the member may see.
+
+    Parameters
+    ----------
+    interaction : discord.Interaction
+        A guild interaction by a member.
+
+    Returns
+    -------
+    frozenset of int or None
+        ``None`` for the server's owner and Administrators (every analysis,
+        also of channels deleted since); else the ids of the cached channels
+        and threads for which ``permissions_for(member).view_channel`` holds
+        (Discord's resolution of roles and overwrites; a thread follows its
+        parent channel). Empty when the server is not cached.
+    """
+    member, guild = interaction.user, interaction.guild
+    if not isinstance(member, discord.Member) or guild is None or guild.default_role is None:
+        return frozenset()
+    if checks.server_permissions(interaction).administrator:
+        return None
+    places: list[discord.abc.GuildChannel | discord.Thread] = [*guild.channels, *guild.threads]
+    return frozenset(c.id for c in places if c.permissions_for(member).view_channel)
+
+
 def _scope_title(scope: Scope, guild: discord.Guild | None, channel: AnyChannel | None, user: object) -> str:
     """Plain-text name of the scope for the chart title (mentions do not render in images)."""
     if scope.channel_id is not None:
@@ -131,20 +165,10 @@ class InsightsCog(commands.Cog, name="Insights"):
     def __init__(self, bot: SERBot) -> None:
         self.bot = bot
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
-        """Every command here: a server, and Manage Messages or Manage Server (Administrator implies both).
-
-        Raises
-        ------
-        bot.cogs.common.GuildOnly, bot.cogs.common.MissingModeratorPermissions
-            Shown to the member, ephemerally, by the tree's error handler.
-        """
-        require_any_permission(interaction, *MODERATOR_PERMISSIONS)
-        return True
-
     @app_commands.command(name="insights", description="How this server's voice notes sounded lately (moderators)")
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_messages=True)
+    @checks.moderator()
     @app_commands.describe(
         scope="What to look at (default: the server, or the channel/member you pick)",
         window="Time window (default: last 7 days)",
@@ -174,8 +198,13 @@ class InsightsCog(commands.Cog, name="Insights"):
         public: bool = False,
     ) -> None:
         """``/insights [scope] [window] [channel] [user] [public]``."""
-        assert interaction.guild_id is not None  # guild_only, and checked in interaction_check
+        assert interaction.guild_id is not None  # guild_only, and checked by checks.moderator
         chosen = resolve_scope(interaction.guild_id, interaction.channel_id, scope, channel, user)
+        visible = visible_channel_ids(interaction)
+        if visible is not None:
+            if chosen.channel_id is not None and chosen.channel_id not in visible:
+                raise UserFacingError(CANNOT_VIEW)
+            chosen = dataclasses.replace(chosen, channel_ids=visible)
         period = Window.parse(window)
         await interaction.response.defer(ephemeral=not public, thinking=True)
         result = await store_of(self.bot).insights(chosen, period)

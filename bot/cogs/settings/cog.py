@@ -1,6 +1,8 @@
-"""``/settings``: a server's voice-note settings (Manage Server).
+"""``/settings``: a server's voice-note settings (Manage Server server-wide: :func:`bot.checks.server_manager`).
 
-Auto-analysis on/off, per-channel allow/deny lists, public replies or DMs to
+Auto-analysis on/off, allow/deny lists of text, voice and forum channels (a
+category stands for its channels of these types at the time of the command;
+threads follow their channel), public replies or DMs to
 the speaker, alerts to a mod-log channel (emotions, confidence threshold,
 cool-down) and data retention. Every answer is ephemeral and shows the
 settings after the change. When the bot leaves a server, that server's
@@ -16,10 +18,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import checks
 from bot.insights import EMOTION_ORDER
 from bot.storage import MAX_RETENTION_DAYS, GuildSettings, StoreError
 
-from ..common import UserFacingError, require_any_permission, store_of
+from ..common import UserFacingError, correlation_id, store_of
 from ..emotion.render import format_duration
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,6 +33,76 @@ __all__ = ["SettingsCog", "settings_embed", "parse_emotions"]
 log = logging.getLogger(__name__)
 
 AnyChannel = app_commands.AppCommandChannel | app_commands.AppCommandThread
+
+#: Channels where voice notes are posted and that ``/settings channel`` lists: text (and announcement),
+#: voice (their text chat) and forum channels (their posts are threads, which follow the forum).
+VOICE_NOTE_CHANNEL_TYPES: frozenset[discord.ChannelType] = frozenset(
+    {discord.ChannelType.text, discord.ChannelType.news, discord.ChannelType.voice, discord.ChannelType.forum}
+)
+WRONG_CHANNEL_TYPE = (
+    "Pick a text, voice or forum channel (or a category, for all of its channels); {kind} can't be listed."
+)
+_KIND_NAMES = {"public_thread": "a thread", "private_thread": "a thread", "news_thread": "a thread",
+               "stage_voice": "a stage channel", "media": "a media channel", "directory": "a directory"}  # fmt: skip
+
+
+class ChannelOrCategory(app_commands.Transformer):
+    """The ``channel`` option of ``/settings channel``: the client offers only listable channels.
+
+    Discord's channel picker shows only :data:`VOICE_NOTE_CHANNEL_TYPES` and
+    categories (``channel_types`` of the option); the command still checks the
+    type it receives (:func:`listable_channels`), since any client can send any id.
+    """
+
+    @property
+    def type(self) -> discord.AppCommandOptionType:
+        """A channel option."""
+        return discord.AppCommandOptionType.channel
+
+    @property
+    def channel_types(self) -> list[discord.ChannelType]:
+        """The types the channel picker offers."""
+        return sorted(VOICE_NOTE_CHANNEL_TYPES | {discord.ChannelType.category}, key=lambda t: t.value)
+
+    async def transform(  # type: ignore[override]
+        self, interaction: discord.Interaction, value: AnyChannel
+    ) -> AnyChannel:
+        """The resolved channel, unchanged."""
+        return value
+
+
+def listable_channels(channel: AnyChannel, guild: discord.Guild | None) -> list[int]:
+    """The channel ids that ``/settings channel`` puts on a list for ``channel``.
+
+    Parameters
+    ----------
+    channel : AppCommandChannel or AppCommandThread
+        The option's value.
+    guild : discord.Guild or None
+        The server (its cached channels resolve a category).
+
+    Returns
+    -------
+    list of int
+        ``[channel.id]`` for a text, announcement, voice or forum channel;
+        for a category, its channels of those types, in their order.
+
+    Raises
+    ------
+    UserFacingError
+        Any other type (threads, stage channels ...), or a category without
+        such channels.
+    """
+    if channel.type in VOICE_NOTE_CHANNEL_TYPES:
+        return [channel.id]
+    if channel.type is discord.ChannelType.category:
+        category = guild.get_channel(channel.id) if guild is not None else None
+        children = category.channels if isinstance(category, discord.CategoryChannel) else []
+        ids = [c.id for c in children if c.type in VOICE_NOTE_CHANNEL_TYPES]
+        if not ids:
+            raise UserFacingError(f"The category {channel.mention} has no text, voice or forum channel.")
+        return ids
+    raise UserFacingError(WRONG_CHANNEL_TYPE.format(kind=_KIND_NAMES.get(channel.type.name, "this channel")))
 
 
 def parse_emotions(text: str, known: tuple[str, ...]) -> list[str]:
@@ -120,17 +193,6 @@ class SettingsCog(
         self.bot = bot
         super().__init__()
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
-        """Every subcommand: in a server, by a member with Manage Server (or Administrator).
-
-        Raises
-        ------
-        bot.cogs.common.GuildOnly, bot.cogs.common.MissingModeratorPermissions
-            Shown to the member, ephemerally.
-        """
-        require_any_permission(interaction, "manage_guild")
-        return True
-
     # ----------------------------------------------------------- helpers
     def _known_emotions(self) -> tuple[str, ...]:
         service = self.bot.service
@@ -142,13 +204,17 @@ class SettingsCog(
         try:
             new = await store_of(self.bot).update_guild_settings(interaction.guild_id, **changes)
         except ValueError as exc:
-            raise UserFacingError(f"That value is not allowed: {exc}.") from exc
+            # The store's validation text names internal fields: it goes to the log, the user gets its id.
+            cid = correlation_id()
+            log.warning("guild %s settings refused [%s]: %s", interaction.guild_id, cid, exc)
+            raise UserFacingError(f"That value is not allowed; nothing changed. (error id `{cid}`)") from exc
         self.bot.known_settings[interaction.guild_id] = new
         log.info("guild %s settings changed by %s: %s", interaction.guild_id, interaction.user.id, sorted(changes))
         await interaction.response.send_message(embed=settings_embed(new, changed=changed), ephemeral=True)
 
     # ---------------------------------------------------------- commands
     @app_commands.command(name="show", description="Show this server's voice-note settings")
+    @checks.server_manager()
     async def show(self, interaction: discord.Interaction) -> None:
         """``/settings show``."""
         assert interaction.guild_id is not None
@@ -157,6 +223,7 @@ class SettingsCog(
         await interaction.response.send_message(embed=settings_embed(current), ephemeral=True)
 
     @app_commands.command(name="analysis", description="Turn automatic analysis of voice notes on or off")
+    @checks.server_manager()
     @app_commands.describe(enabled="Analyse voice notes posted in this server")
     async def analysis(self, interaction: discord.Interaction, enabled: bool) -> None:
         """``/settings analysis enabled:<true|false>``."""
@@ -164,8 +231,9 @@ class SettingsCog(
         await self._update(interaction, f"Automatic analysis is now **{state}**.", auto_analyse=enabled)
 
     @app_commands.command(name="channel", description="Allow or deny automatic analysis in one channel")
+    @checks.server_manager()
     @app_commands.describe(
-        channel="The channel (threads follow their parent channel)",
+        channel="A text, voice or forum channel, or a category for its channels (threads follow their channel)",
         mode="allow: analyse here (once any channel is allowed, only allowed ones are); "
         "deny: never here; clear: back to default",
     )
@@ -176,23 +244,38 @@ class SettingsCog(
             app_commands.Choice(name="clear", value="clear"),
         ]
     )
-    async def channel(self, interaction: discord.Interaction, channel: AnyChannel, mode: str) -> None:
-        """``/settings channel channel:<#channel> mode:<allow|deny|clear>``."""
+    async def channel(
+        self,
+        interaction: discord.Interaction,
+        channel: app_commands.Transform[AnyChannel, ChannelOrCategory],
+        mode: str,
+    ) -> None:
+        """``/settings channel channel:<#channel or category> mode:<allow|deny|clear>``.
+
+        Raises
+        ------
+        UserFacingError
+            A channel type that cannot be listed (see :func:`listable_channels`).
+        """
         assert interaction.guild_id is not None
+        ids = listable_channels(channel, interaction.guild)  # before any change
         current = await store_of(self.bot).get_guild_settings(interaction.guild_id)
-        allowed = set(current.allowed_channels) - {channel.id}
-        denied = set(current.denied_channels) - {channel.id}
+        allowed = set(current.allowed_channels) - set(ids)
+        denied = set(current.denied_channels) - set(ids)
+        shown = ", ".join(f"<#{i}>" for i in ids)
+        many = len(ids) > 1
         if mode == "allow":
-            allowed.add(channel.id)
-            changed = f"<#{channel.id}> is now on the allow list."
+            allowed.update(ids)
+            changed = f"{shown} {'are' if many else 'is'} now on the allow list."
         elif mode == "deny":
-            denied.add(channel.id)
-            changed = f"Voice notes in <#{channel.id}> are no longer analysed."
+            denied.update(ids)
+            changed = f"Voice notes in {shown} are no longer analysed."
         else:
-            changed = f"<#{channel.id}> is on neither list any more."
-        await self._update(interaction, changed, allowed_channels=allowed, denied_channels=denied)
+            changed = f"{shown} {'are' if many else 'is'} on neither list any more."
+        await self._update(interaction, changed[:1800], allowed_channels=allowed, denied_channels=denied)
 
     @app_commands.command(name="replies", description="Answer voice notes publicly or by DM to the speaker")
+    @checks.server_manager()
     @app_commands.describe(mode="reply: a public reply in the channel; dm: a direct message to the speaker")
     @app_commands.choices(
         mode=[
@@ -206,6 +289,7 @@ class SettingsCog(
         await self._update(interaction, f"Voice notes are now answered {text}.", reply_mode=mode)
 
     @app_commands.command(name="alerts", description="Post alerts about heated voice notes in a mod-log channel")
+    @checks.server_manager()
     @app_commands.describe(
         channel="The mod-log channel the alerts go to",
         emotions="Emotions that alert, comma-separated (default: unchanged; initially angry)",
@@ -237,11 +321,13 @@ class SettingsCog(
         await self._update(interaction, f"Alerts now go to {channel.mention}.", **changes)
 
     @app_commands.command(name="alerts-off", description="Stop posting alerts")
+    @checks.server_manager()
     async def alerts_off(self, interaction: discord.Interaction) -> None:
         """``/settings alerts-off``."""
         await self._update(interaction, "Alerts are now **off**.", modlog_channel_id=None)
 
     @app_commands.command(name="retention", description="How many days stored analyses are kept")
+    @checks.server_manager()
     @app_commands.describe(days=f"Days, 1-{MAX_RETENTION_DAYS} (default 30)")
     async def retention(
         self, interaction: discord.Interaction, days: app_commands.Range[int, 1, MAX_RETENTION_DAYS]
