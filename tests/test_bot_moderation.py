@@ -323,7 +323,7 @@ async def test_a_voice_note_is_answered_and_stored_as_one_row_without_audio(
     assert row["duration_s"] == pytest.approx(expected.duration_s, abs=0.05)
     sidecar = json.loads(model_path.with_suffix(".json").read_text())
     # The producing model's version (the prediction's), whatever the bot serves by the time the row is written.
-    assert row["model_version"] == outcome.prediction.model_version == f"sha256:{sidecar['sha256']}"
+    assert row["model_version"] == outcome.prediction.model_version == f"v1@sha256:{sidecar['sha256']}"
     assert abs(row["created_at"] - datetime.now(UTC)) < timedelta(minutes=1)
     if database_url.startswith("sqlite"):
         db_file = Path(database_url.split("///", 1)[1])
