@@ -374,8 +374,12 @@ def _read_soundfile(source: AudioSource, limits: AudioLimits, sr: int) -> np.nda
                 return None
             _check_format(rate, channels, limits)
             frames = int(f.frames)
-            header_s = frames / rate if 0 < frames < _SF_UNKNOWN_FRAMES else 0.0
-            _check_header_length(header_s, rate, channels, limits)
+            if frames >= _SF_UNKNOWN_FRAMES:
+                # A stream of unknown length: soundfile seeks after every read to
+                # track its position, which libsndfile cannot do in such a stream
+                # ("psf_fseek() failed" after the first block).  PyAV reads those.
+                return None
+            _check_header_length(frames / rate, rate, channels, limits)
             sink = _MonoSink(rate, sr, limits)
             block = max(1, _BLOCK_SAMPLES // channels)
             while True:
