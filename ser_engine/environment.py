@@ -22,7 +22,6 @@ forks and every spawned child start with the minimal environment: it is what
 from __future__ import annotations
 
 import atexit
-import functools
 import hashlib
 import multiprocessing
 import os
@@ -87,24 +86,33 @@ _LAUNCHER_DIR: list[str] = []
 
 
 def _launcher_dir() -> str:
-    """A private folder (mode 0700) for the launcher scripts of this process, removed at exit."""
-    if not _LAUNCHER_DIR:
+    """A private folder (mode 0700) for this process's launcher scripts, removed at exit (made again if deleted)."""
+    if not _LAUNCHER_DIR or not os.path.isdir(_LAUNCHER_DIR[0]):
         path = tempfile.mkdtemp(prefix="ser-launch-")
         atexit.register(shutil.rmtree, path, True)
-        _LAUNCHER_DIR.append(path)
+        _LAUNCHER_DIR[:] = [path]
     return _LAUNCHER_DIR[0]
 
 
-@functools.cache
 def _launcher(python: str, env_items: tuple[tuple[str, str], ...]) -> str:
-    """Write (once per interpreter and environment) a ``/bin/sh`` script that runs ``python`` under ``env -i``."""
+    """The ``/bin/sh`` script that runs ``python`` under ``env -i`` with ``env_items``, written if missing.
+
+    Named by the hash of its text, written under a temporary name and renamed
+    into place, so a concurrent caller never executes a half-written script;
+    written again if a temporary-file cleaner removed it.
+    """
     assignments = " ".join(shlex.quote(f"{name}={value}") for name, value in env_items)
     script = f'#!/bin/sh\nexec /usr/bin/env -i {assignments} {shlex.quote(python)} "$@"\n'
-    digest = hashlib.sha256(script.encode()).hexdigest()[:16]
-    path = os.path.join(_launcher_dir(), f"python-{digest}")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(script)
+    folder = _launcher_dir()
+    path = os.path.join(folder, "python-" + hashlib.sha256(script.encode()).hexdigest()[:16])
+    if not os.path.isfile(path):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".launcher-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(script)
+        os.chmod(tmp, 0o700)
+        os.replace(tmp, path)
+    if not os.access(path, os.X_OK):  # Linux's access() also says no on a noexec mount
+        raise OSError(f"python_launcher: {folder} does not allow executables (noexec?); set TMPDIR to one that does")
     return path
 
 
@@ -128,7 +136,9 @@ def python_launcher(environ: Mapping[str, str] | None = None) -> str:
     Raises
     ------
     OSError
-        On Windows (no ``/bin/sh``), or when the script cannot be written.
+        On Windows (no ``/bin/sh``), or when the script cannot be written or
+        executed where it is (a temporary folder mounted ``noexec``: set
+        ``TMPDIR``).
     """
     if sys.platform == "win32":
         raise OSError("python_launcher: needs /bin/sh and /usr/bin/env (POSIX only)")
@@ -160,6 +170,8 @@ def minimal_process_context(method: str | None = None) -> BaseContext:
     ------
     ValueError
         ``method`` is ``"fork"`` or unknown.
+    OSError
+        The launcher cannot be written or executed (see :func:`python_launcher`).
     """
     if method is None:
         linux = sys.platform.startswith("linux")
