@@ -535,7 +535,7 @@ def _decode_pyav(av: ModuleType, fobj: Any, limits: AudioLimits, deadline: float
         # blocks of _PYAV_BLOCK_S: one NumPy conversion per block instead of
         # one per 20 ms frame, and memory bounded by one block of all channels.
         fifo = av.AudioFifo()
-        block = max(1, min(int(_PYAV_BLOCK_S * rate), _BLOCK_SAMPLES // max(1, channels)))
+        block = 0  # frames per block, from the first frame's channels (the FIFO refuses a change after it)
         sink = _MonoSink(rate, sr, limits)
 
         def frames() -> Iterator[Any]:
@@ -562,6 +562,7 @@ def _decode_pyav(av: ModuleType, fobj: Any, limits: AudioLimits, deadline: float
             if frame_channels > limits.max_channels:  # the decoder may say otherwise than the container
                 raise AudioFormatLimitError("channels", frame_channels, limits.max_channels)
             sink.count(frame.samples, frame_channels)  # stop at the limits, whatever the header said
+            block = block or max(1, min(int(_PYAV_BLOCK_S * rate), _BLOCK_SAMPLES // max(1, frame_channels)))
             frame.pts = None  # the FIFO would refuse a timestamp gap; gaps are the container's business
             fifo.write(frame)  # ValueError on a layout or format change mid-stream
             if fifo.samples >= block:
@@ -682,6 +683,7 @@ def _run_capped(cmd: list[str], max_bytes: int, deadline: float) -> tuple[bytes,
         (it is killed and reaped).
     """
     expired = threading.Event()
+    timeout_s = _remaining(deadline)  # before the process starts: nothing to kill if the time is already up
     try:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -694,7 +696,7 @@ def _run_capped(cmd: list[str], max_bytes: int, deadline: float) -> tuple[bytes,
         expired.set()
         proc.kill()
 
-    timer = threading.Timer(_remaining(deadline), expire)
+    timer = threading.Timer(timeout_s, expire)
     timer.start()
     try:
         with proc:  # closes the pipe and reaps the process
