@@ -320,7 +320,8 @@ print(json.dumps(outcome))
 def test_bomb_is_refused_within_the_budget(name: str, tmp_path: Path, ffmpeg: str) -> None:
     """Each bomb: the right refusal (or a decode within budget), < 1 s CPU and < 100 MB peak growth.
 
-    Generous bounds, not a benchmark: measured here at 0.00-0.25 s and 0-30 MB.
+    Generous bounds, not a benchmark: measured here at 0.00-0.19 s and 0-14 MB (the unknown-length FLAC,
+    decoded up to the budget, is the largest).
     """
     build, quantity = BOMBS[name]
     path = tmp_path / "bomb.bin"
