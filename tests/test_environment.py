@@ -110,7 +110,8 @@ asyncio.run(main())
 def test_worker_processes_start_without_secrets(model_path: Path, angry_note: bytes, tmp_path: Path) -> None:
     note = tmp_path / "note.ogg"
     note.write_bytes(angry_note)
-    env = {**os.environ, **SECRETS, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, **SECRETS, "PYTHONPATH": python_path}
     proc = subprocess.run(
         [sys.executable, "-c", _SERVICE, str(model_path), str(note)],
         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
