@@ -23,32 +23,46 @@ process; the ffmpeg subprocess is always the last resort:
    located the way pydub locates it (``pydub.AudioSegment.converter``, so
    pydub's configuration applies), but the process is driven here, because
    pydub's ``from_file`` waits on ffmpeg with no timeout: a hostile file must
-   never hang the caller.  The process gets a wall-clock timeout, is killed
-   and reaped when it expires, and decodes at most ``max_duration_s`` + 1 s,
-   so a two-hour upload is refused without being decoded whole.
+   never hang the caller.  ``ffprobe`` first reads the stream's rate and
+   channels (same whitelists), then ffmpeg decodes with ``-ac 1 -ar <sr>``
+   (resampled by libsoxr where FFmpeg has it) as raw float32 on a pipe, of
+   which at most the limits' worth of bytes is read.  Both processes get a
+   wall-clock timeout, are killed and reaped when it expires, and run with
+   :func:`ser_engine.environment.minimal_environment` (no secrets).
 
 Limits (:class:`AudioLimits`) are checked before heavy work: the byte size
-before any decoding, the duration from the container header before the
-samples are read, and the decoded length while decoding (PyAV stops at the
-first frame past ``max_duration_s``; soundfile and ffmpeg read at most
-``max_duration_s`` + 1 s).  PyAV's decode loop also stops at the wall-clock
-``limits.ffmpeg_timeout_s``.  Channels are averaged to mono and the result
-resampled with soxr (high quality) to the target rate.
+before any decoding; the sample rate, channel count, duration and sample
+count (frames x channels) from the header before the samples are read, by
+every decoder; and the decoded length and sample count while decoding, since
+a header may lie (each decoder stops at the first block past
+``max_duration_s`` or ``max_samples``).  PyAV's decode loop also stops at the
+wall-clock ``limits.ffmpeg_timeout_s``.
 
-Every decoder works at the file's own rate and soxr resamples afterwards.
+Memory does not grow with the input's rate or channel count: the in-process
+decoders read blocks of at most :data:`_BLOCK_SAMPLES` samples over all
+channels, average each block to mono and resample it at once to the output
+rate with a streaming soxr resampler (``soxr.ResampleStream``, high quality;
+its output equals one ``soxr.resample`` call over the whole signal, bit for
+bit in our check at 44.1 and 48 kHz), and nothing is allocated from a length
+a header states.  Measured on a 1.0 MB FLAC declaring 655 350 Hz x 8 channels
+x 60 s: ``ser predict`` peaked at 1.52 GB RSS before these limits; it is now
+refused from the header.
+
 Decoding Opus at 16 kHz directly (libopus can) is not reachable through
 FFmpeg, whose libopus wrapper always asks for 48 kHz; FFmpeg's own resampler
-(``av.AudioResampler``, frame by frame) was slower than one soxr HQ call in
-our measurement, and its default filter is of lower quality.
+(``av.AudioResampler``, frame by frame) was slower than soxr in our
+measurement, and its default filter is of lower quality.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -60,7 +74,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .environment import minimal_environment
 from .errors import (
+    AudioFormatLimitError,
     AudioTooLargeError,
     AudioTooLongError,
     AudioTooShortError,
@@ -79,6 +95,7 @@ __all__ = [
     "load_audio",
     "preload_decoders",
     "ffmpeg_executable",
+    "ffprobe_executable",
     "frame_levels_dbfs",
 ]
 
@@ -113,11 +130,15 @@ _SOUNDFILE_MAGIC: Final[tuple[bytes, ...]] = (b"RIFF", b"RIFX", b"RF64", b"BW64"
 _OPUS_DECODER: Final[str] = "libopus"
 """FFmpeg decoder for Opus streams (the reference libopus); FFmpeg's default is its own ``opus``."""
 
-_PYAV_MAX_RATE: Final[int] = 384_000
-"""Highest sample rate in Hz accepted from PyAV (DXD, the highest in common use)."""
-
 _PYAV_BLOCK_S: Final[float] = 10.0
-"""PyAV's decoded frames are converted to mono in blocks of this many seconds."""
+"""PyAV's decoded frames are converted to mono in blocks of this many seconds (at most :data:`_BLOCK_SAMPLES`)."""
+
+_BLOCK_SAMPLES: Final[int] = 1 << 20
+"""Most samples, over all channels, decoded before a block is mixed down to mono and resampled:
+4 MiB of float32 whatever the rate and channel count (10 s of 48 kHz stereo is 0.96 million)."""
+
+_SF_UNKNOWN_FRAMES: Final[int] = 2**62
+"""libsndfile reports ``SF_COUNT_MAX`` (2**63 - 1) frames for a stream of unknown length (a FLAC written to a pipe)."""
 
 _LEVEL_FRAME_S: Final[float] = 0.025
 
@@ -144,6 +165,27 @@ class AudioLimits:
     silence_dbfs : float
         A clip whose loudest 25 ms frame (after removing DC offset) is below
         this RMS level in dBFS is refused as silent.
+    max_sample_rate : int
+        Highest accepted sample rate in Hz (default 192 000, the highest rate
+        of common recording hardware and of USB Audio Class 2 devices;
+        Discord voice notes are 48 kHz).  Checked from the header (or stream
+        parameters) by every decoder before any sample is decoded.
+    max_channels : int
+        Most accepted channels (default 8: 7.1 surround, and FLAC's own
+        maximum).  Checked like ``max_sample_rate``.
+    max_samples : int
+        Sample budget: most samples decoded from one input, counted over all
+        channels (frames x channels); default 28 800 000, five minutes of
+        48 kHz stereo.  Refused from the header when it states more, and
+        decoding stops at the first block past it whatever the header said.
+        It bounds the decoding work, which ``max_duration_s`` alone does not
+        (a 0.9 MB FLAC can declare 655 350 Hz x 8 channels x 60 s: 315
+        million samples).
+
+    Raises
+    ------
+    ValueError
+        A limit is not positive, or ``min_duration_s`` is not below ``max_duration_s``.
     """
 
     max_bytes: int = 25 * 2**20
@@ -151,10 +193,15 @@ class AudioLimits:
     min_duration_s: float = 0.3
     ffmpeg_timeout_s: float = 30.0
     silence_dbfs: float = -60.0
+    max_sample_rate: int = 192_000
+    max_channels: int = 8
+    max_samples: int = 28_800_000
 
     def __post_init__(self) -> None:
         if self.max_bytes <= 0 or self.max_duration_s <= 0 or self.ffmpeg_timeout_s <= 0:
             raise ValueError("AudioLimits: max_bytes, max_duration_s and ffmpeg_timeout_s must be positive")
+        if self.max_sample_rate <= 0 or self.max_channels <= 0 or self.max_samples <= 0:
+            raise ValueError("AudioLimits: max_sample_rate, max_channels and max_samples must be positive")
         if not 0 <= self.min_duration_s < self.max_duration_s:
             raise ValueError("AudioLimits: need 0 <= min_duration_s < max_duration_s")
 
@@ -176,6 +223,21 @@ def ffmpeg_executable() -> str:
     return str(AudioSegment.converter)
 
 
+def ffprobe_executable() -> str:
+    """Return the ffprobe executable that goes with :func:`ffmpeg_executable`.
+
+    Returns
+    -------
+    str
+        The same path with ``ffmpeg`` in the file name replaced by
+        ``ffprobe`` (``"/opt/ffmpeg/bin/ffmpeg"`` -> ``"/opt/ffmpeg/bin/ffprobe"``),
+        or ``"ffprobe"`` (looked up on ``PATH``) when the name has no ``ffmpeg``.
+    """
+    directory, name = os.path.split(ffmpeg_executable())
+    probe = name.replace("ffmpeg", "ffprobe") if "ffmpeg" in name else "ffprobe"
+    return os.path.join(directory, probe) if directory else probe
+
+
 def _source_size(source: AudioSource) -> int:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return len(source)
@@ -194,25 +256,142 @@ def _to_mono(data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(data, dtype=np.float32)
 
 
-def _read_soundfile(source: AudioSource, limits: AudioLimits) -> tuple[np.ndarray, int] | None:
-    """Decode in process; ``None`` when libsndfile does not know the format."""
+def _check_format(rate: int, channels: int, limits: AudioLimits) -> None:
+    """Refuse a stream whose rate (Hz) or channel count is over the limits, before it is decoded.
+
+    Raises
+    ------
+    AudioFormatLimitError
+        ``rate > limits.max_sample_rate`` or ``channels > limits.max_channels``.
+    """
+    if rate > limits.max_sample_rate:
+        raise AudioFormatLimitError("sample rate", rate, limits.max_sample_rate)
+    if channels > limits.max_channels:
+        raise AudioFormatLimitError("channels", channels, limits.max_channels)
+
+
+def _check_header_length(header_s: float, rate: int, channels: int, limits: AudioLimits) -> None:
+    """Refuse a stream whose header states more than the limits (``header_s`` 0: states nothing).
+
+    Raises
+    ------
+    AudioTooLongError
+        ``header_s > limits.max_duration_s``.
+    AudioFormatLimitError
+        The stated frames x channels are over ``limits.max_samples``.
+    """
+    if header_s > limits.max_duration_s:
+        raise AudioTooLongError(header_s, limits.max_duration_s)
+    samples = int(header_s * rate) * channels
+    if samples > limits.max_samples:
+        raise AudioFormatLimitError("samples", samples, limits.max_samples)
+
+
+class _MonoSink:
+    """Count decoded blocks against the limits, mix them down to mono and resample them as they come.
+
+    Holds one block of the input's channels at a time and the output at
+    ``sr``: memory does not grow with the input's rate or channel count.
+    ``soxr.ResampleStream`` gives the same samples as one ``soxr.resample``
+    call over the whole signal (bit-identical in our check, 44.1 and 48 kHz
+    to 16 kHz, blocks of 4 800 to 100 003 samples).
+
+    Parameters
+    ----------
+    rate : int
+        The stream's sample rate in Hz.
+    sr : int
+        The output rate in Hz.
+    limits : AudioLimits
+        Duration and sample budget applied by :meth:`count`.
+    """
+
+    def __init__(self, rate: int, sr: int, limits: AudioLimits) -> None:
+        self.rate = rate
+        self.limits = limits
+        self.frames = 0
+        self.samples = 0
+        self._max_frames = int(limits.max_duration_s * rate)
+        self._resampler = None if rate == sr else soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
+        self._chunks: list[np.ndarray] = []
+
+    def count(self, frames: int, channels: int) -> None:
+        """Count ``frames`` decoded frames of ``channels`` channels, before they are converted.
+
+        Raises
+        ------
+        AudioTooLongError
+            More than ``limits.max_duration_s`` decoded.
+        AudioFormatLimitError
+            More than ``limits.max_samples`` samples (over all channels) decoded.
+        """
+        self.frames += frames
+        self.samples += frames * channels
+        if self.frames > self._max_frames:
+            raise AudioTooLongError(self.frames / self.rate, self.limits.max_duration_s)
+        if self.samples > self.limits.max_samples:
+            raise AudioFormatLimitError("samples", self.samples, self.limits.max_samples)
+
+    def add(self, mono: np.ndarray) -> None:
+        """Append a mono block, shape (n,) float32 at the stream's rate: NaN/inf zeroed, then resampled."""
+        if mono.size == 0:
+            return
+        if not np.isfinite(mono).all():  # one pass; the four of nan_to_num only when needed
+            mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(np.ascontiguousarray(mono, dtype=np.float32))
+        self._chunks.append(mono)
+
+    def finish(self) -> np.ndarray:
+        """The whole signal at ``sr``: shape (n_samples,) float32 (empty when nothing was added)."""
+        if self._resampler is not None and self.frames:
+            self._chunks.append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        if not self._chunks:
+            return np.zeros(0, np.float32)
+        y = self._chunks[0] if len(self._chunks) == 1 else np.concatenate(self._chunks)
+        return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _read_soundfile(source: AudioSource, limits: AudioLimits, sr: int) -> np.ndarray | None:
+    """Decode in process with libsndfile, in blocks: mono float32 at ``sr``, or ``None`` for a format it does not know.
+
+    The header's rate, channels and length are checked before any sample is
+    read; the length it states is never used to allocate (a WAV header can
+    claim 4 GB over 4 s of data).
+
+    Raises
+    ------
+    AudioFormatLimitError
+        Rate, channels or samples over the limits (header or decoding).
+    AudioTooLongError
+        The header states, or decoding reaches, more than ``limits.max_duration_s``.
+    """
     fobj = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
         with sf.SoundFile(fobj) as f:
-            sr = int(f.samplerate)
-            if sr <= 0 or f.channels <= 0:
+            rate, channels = int(f.samplerate), int(f.channels)
+            if rate <= 0 or channels <= 0:
                 return None
-            frames = f.frames
-            if frames > 0 and frames / sr > limits.max_duration_s:
-                raise AudioTooLongError(frames / sr, limits.max_duration_s)
-            # Read at most limit + 1 s, even if the header understated the length.
-            max_frames = int((limits.max_duration_s + 1.0) * sr)
-            data = f.read(frames=max_frames, dtype="float32", always_2d=True)
+            _check_format(rate, channels, limits)
+            frames = int(f.frames)
+            if frames >= _SF_UNKNOWN_FRAMES:
+                # A stream of unknown length: soundfile seeks after every read to
+                # track its position, which libsndfile cannot do in such a stream
+                # ("psf_fseek() failed" after the first block).  PyAV reads those.
+                return None
+            _check_header_length(frames / rate, rate, channels, limits)
+            sink = _MonoSink(rate, sr, limits)
+            block = max(1, _BLOCK_SAMPLES // channels)
+            while True:
+                # soundfile allocates min(block, frames the header says remain): never the claimed length.
+                data = f.read(frames=block, dtype="float32", always_2d=True)
+                if not len(data):
+                    break
+                sink.count(len(data), channels)
+                sink.add(_to_mono(data))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError, MemoryError, OverflowError):
         return None
-    if data.shape[0] / sr > limits.max_duration_s:
-        raise AudioTooLongError(data.shape[0] / sr, limits.max_duration_s)
-    return _to_mono(data), sr
+    return sink.finish()
 
 
 def _head(source: AudioSource, n: int = 12) -> bytes:
@@ -323,13 +502,15 @@ def _header_duration_s(container: Any, stream: Any) -> float:
     return 0.0
 
 
-def _decode_pyav(av: ModuleType, fobj: Any, limits: AudioLimits, deadline: float) -> tuple[np.ndarray, int] | None:
-    """Demux and decode the first audio stream of ``fobj``: (mono float32 at the stream's rate, rate) or ``None``.
+def _decode_pyav(av: ModuleType, fobj: Any, limits: AudioLimits, deadline: float, sr: int) -> np.ndarray | None:
+    """Demux and decode the first audio stream of ``fobj``: mono float32 at ``sr``, or ``None``.
 
     ``None`` when the demuxer or codec is not allowed in process, there is
-    no audio stream, the rate is implausible or changes mid-stream, or no
-    sample decodes.  Packets the decoder refuses are skipped; a container
-    that breaks off keeps what decoded before (as the ffmpeg tool does).
+    no audio stream, the rate is unknown or changes mid-stream, or no
+    sample decodes.  The stream's rate and channels are checked before the
+    first packet is decoded, each frame's channels as it comes.  Packets
+    the decoder refuses are skipped; a container that breaks off keeps what
+    decoded before (as the ffmpeg tool does).
     """
     container = av.open(
         fobj,
@@ -344,20 +525,18 @@ def _decode_pyav(av: ModuleType, fobj: Any, limits: AudioLimits, deadline: float
         if stream.codec_context is None or stream.codec_context.codec.canonical_name not in PYAV_CODECS:
             return None
         rate = int(stream.codec_context.sample_rate or 0)
-        if not 0 < rate <= _PYAV_MAX_RATE:
+        if rate <= 0:
             return None
-        header_s = _header_duration_s(container, stream)
-        if header_s > limits.max_duration_s:
-            raise AudioTooLongError(header_s, limits.max_duration_s)
+        channels = int(stream.codec_context.layout.nb_channels or 0)
+        _check_format(rate, channels, limits)
+        _check_header_length(_header_duration_s(container, stream), rate, max(1, channels), limits)
         decoder = _pyav_decoder(av, stream)
-        max_samples = int(limits.max_duration_s * rate)
         # Frames are queued in FFmpeg's sample FIFO and converted to mono in
         # blocks of _PYAV_BLOCK_S: one NumPy conversion per block instead of
         # one per 20 ms frame, and memory bounded by one block of all channels.
         fifo = av.AudioFifo()
-        block = int(_PYAV_BLOCK_S * rate)
-        chunks: list[np.ndarray] = []
-        n_samples = 0
+        block = 0  # frames per block, from the first frame's channels (the FIFO refuses a change after it)
+        sink = _MonoSink(rate, sr, limits)
 
         def frames() -> Iterator[Any]:
             """Decoded frames; packets the decoder refuses are skipped, as the ffmpeg tool does."""
@@ -379,25 +558,29 @@ def _decode_pyav(av: ModuleType, fobj: Any, limits: AudioLimits, deadline: float
         for frame in frames():
             if frame.sample_rate != rate:  # a rate change mid-stream: the ffmpeg tool resamples it
                 return None
-            n_samples += frame.samples
-            if n_samples > max_samples:  # stop decoding at the limit, whatever the header said
-                raise AudioTooLongError(n_samples / rate, limits.max_duration_s)
+            frame_channels = int(frame.layout.nb_channels)
+            if frame_channels > limits.max_channels:  # the decoder may say otherwise than the container
+                raise AudioFormatLimitError("channels", frame_channels, limits.max_channels)
+            sink.count(frame.samples, frame_channels)  # stop at the limits, whatever the header said
+            block = block or max(1, min(int(_PYAV_BLOCK_S * rate), _BLOCK_SAMPLES // max(1, frame_channels)))
             frame.pts = None  # the FIFO would refuse a timestamp gap; gaps are the container's business
             fifo.write(frame)  # ValueError on a layout or format change mid-stream
             if fifo.samples >= block:
-                chunks.append(_frame_to_mono(fifo.read()))
+                sink.add(_frame_to_mono(fifo.read()))
         if fifo.samples:
-            chunks.append(_frame_to_mono(fifo.read()))
-    if not chunks:
+            sink.add(_frame_to_mono(fifo.read()))
+    if not sink.frames:
         return None
-    return (chunks[0] if len(chunks) == 1 else np.concatenate(chunks)), rate
+    return sink.finish()
 
 
-def _read_pyav(source: AudioSource, limits: AudioLimits) -> tuple[np.ndarray, int] | None:
-    """Decode in process with PyAV; ``None`` when it cannot (or may not) decode the input.
+def _read_pyav(source: AudioSource, limits: AudioLimits, sr: int) -> np.ndarray | None:
+    """Decode in process with PyAV: mono float32 at ``sr``, or ``None`` when it cannot (or may not) decode the input.
 
     Raises
     ------
+    AudioFormatLimitError
+        Rate, channels or samples over the limits (stream parameters or decoding).
     AudioTooLongError
         The header states, or decoding reaches, more than ``limits.max_duration_s``.
     UndecodableAudioError
@@ -415,7 +598,7 @@ def _read_pyav(source: AudioSource, limits: AudioLimits) -> tuple[np.ndarray, in
         return None
     with fobj:
         try:
-            return _decode_pyav(av, fobj, limits, deadline)
+            return _decode_pyav(av, fobj, limits, deadline, sr)
         except (av.FFmpegError, OSError, ValueError, EOFError, OverflowError, MemoryError):
             return None
 
@@ -426,9 +609,134 @@ FFMPEG_DEMUXERS: Final[str] = (
 """Demuxers the ffmpeg subprocess may use (``-format_whitelist``); with ``-protocol_whitelist file``."""
 
 
-def _read_ffmpeg(source: AudioSource, limits: AudioLimits) -> tuple[np.ndarray, int]:
-    """Decode with an ffmpeg subprocess: 32-bit float mono WAV on a pipe."""
+_UNREADABLE: Final[str] = "I couldn't read that file as audio."
+_NO_DECODER: Final[str] = "I can't read that audio format here (no decoder available)."
+
+
+@functools.cache
+def _ffmpeg_has_soxr(exe: str) -> bool:
+    """Whether this ffmpeg was built with libsoxr (``--enable-libsoxr`` in ``-buildconf``)."""
+    try:
+        proc = subprocess.run(
+            [exe, "-hide_banner", "-buildconf"], capture_output=True, timeout=10.0, check=False,
+            stdin=subprocess.DEVNULL, env=minimal_environment(),
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return b"--enable-libsoxr" in proc.stdout
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise UndecodableAudioError(_TOO_SLOW)
+    return left
+
+
+def _probe_ffmpeg(path: str, limits: AudioLimits, deadline: float) -> tuple[int, int, float]:
+    """Rate (Hz), channels and stated duration (s, 0.0 when none) of the first audio stream, by ffprobe.
+
+    Raises
+    ------
+    UndecodableAudioError
+        ffprobe is missing, finds no audio stream, fails, or outlasts the deadline.
+    """
+    cmd = [
+        ffprobe_executable(), "-v", "error", "-hide_banner",
+        "-protocol_whitelist", "file", "-format_whitelist", FFMPEG_DEMUXERS,
+        "-select_streams", "a:0", "-show_entries", "stream=sample_rate,channels,duration", "-of", "json",
+        f"file:{path}",
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, timeout=_remaining(deadline), check=False,
+            stdin=subprocess.DEVNULL, env=minimal_environment(),
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:  # subprocess.run kills and reaps the child
+        raise UndecodableAudioError(_TOO_SLOW) from None
+    except OSError:
+        raise UndecodableAudioError(_NO_DECODER) from None
+    try:
+        stream = json.loads(proc.stdout)["streams"][0]
+        rate, channels = int(stream["sample_rate"]), int(stream["channels"])
+        duration = float(stream.get("duration") or 0.0)
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise UndecodableAudioError(_UNREADABLE) from None
+    if rate <= 0 or channels <= 0:
+        raise UndecodableAudioError(_UNREADABLE)
+    return rate, channels, duration if np.isfinite(duration) and duration > 0 else 0.0
+
+
+def _run_capped(cmd: list[str], max_bytes: int, deadline: float) -> tuple[bytes, int | None]:
+    """Run ``cmd`` and read at most ``max_bytes`` + 1 bytes of its stdout.
+
+    Returns
+    -------
+    tuple of (bytes, int or None)
+        What was read, and the exit status (``None`` when more than
+        ``max_bytes`` came and the process was killed for it).
+
+    Raises
+    ------
+    UndecodableAudioError
+        The executable is missing, or the process outlasted the deadline
+        (it is killed and reaped).
+    """
+    expired = threading.Event()
+    timeout_s = _remaining(deadline)  # before the process starts: nothing to kill if the time is already up
+    try:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=minimal_environment(),
+        )  # fmt: skip
+    except OSError:
+        raise UndecodableAudioError(_NO_DECODER) from None
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.start()
+    try:
+        with proc:  # closes the pipe and reaps the process
+            out = bytearray()
+            assert proc.stdout is not None
+            while len(out) <= max_bytes:
+                chunk = proc.stdout.read(min(1 << 20, max_bytes + 1 - len(out)))
+                if not chunk:
+                    break
+                out += chunk
+            over = len(out) > max_bytes
+            if over:
+                proc.kill()
+            status = proc.wait()
+    finally:
+        timer.cancel()
+    if expired.is_set():
+        raise UndecodableAudioError(_TOO_SLOW)
+    return bytes(out[:max_bytes]), None if over else status
+
+
+def _read_ffmpeg(source: AudioSource, limits: AudioLimits, sr: int) -> np.ndarray:
+    """Decode with ffprobe and an ffmpeg subprocess: mono float32 at ``sr``.
+
+    ffprobe reads the stream's rate and channels, which are checked before
+    decoding; ffmpeg then decodes at most ``min(max_duration_s, sample budget
+    in seconds) + 1 s`` and mixes down and resamples itself (``-ac 1 -ar sr``),
+    and at most that many bytes of its output are read.
+
+    Raises
+    ------
+    AudioFormatLimitError
+        Rate, channels or samples over the limits.
+    AudioTooLongError
+        The stream states, or decodes to, more than ``limits.max_duration_s``.
+    UndecodableAudioError
+        ffmpeg or ffprobe cannot read it, is missing, or outlasted ``limits.ffmpeg_timeout_s``.
+    """
     exe = ffmpeg_executable()
+    deadline = time.monotonic() + limits.ffmpeg_timeout_s
     tmp: str | None = None
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -439,38 +747,40 @@ def _read_ffmpeg(source: AudioSource, limits: AudioLimits) -> tuple[np.ndarray, 
             path = tmp
         else:
             path = os.fspath(source)
+        rate, channels, header_s = _probe_ffmpeg(path, limits, deadline)
+        _check_format(rate, channels, limits)
+        _check_header_length(header_s, rate, channels, limits)
+        budget_s = limits.max_samples / (rate * channels)  # seconds of this stream the sample budget allows
+        cap_s = min(limits.max_duration_s, budget_s) + 1.0  # decode past the limit, to tell that it is over
+        # libsoxr, where FFmpeg has it, at the same precision (20 bits) as soxr's "HQ" in the other decoders.
+        resampler = ["-af", "aresample=resampler=soxr:precision=20"] if _ffmpeg_has_soxr(exe) else []
         cmd = [
             exe, "-nostdin", "-hide_banner", "-loglevel", "error",
             # Only local files and audio containers: no playlists (hls, concat) that open other files or URLs.
             "-protocol_whitelist", "file", "-format_whitelist", FFMPEG_DEMUXERS,
             "-i", f"file:{path}",
             "-map", "0:a:0", "-vn", "-sn", "-dn",
-            "-t", f"{limits.max_duration_s + 1.0:.3f}",
-            "-ac", "1", "-c:a", "pcm_f32le", "-f", "wav", "pipe:1",
+            "-t", f"{cap_s:.3f}", *resampler,
+            "-ac", "1", "-ar", str(sr), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1",
         ]  # fmt: skip
-        try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=limits.ffmpeg_timeout_s, check=False)
-        except subprocess.TimeoutExpired:  # subprocess.run kills and reaps the child
-            raise UndecodableAudioError(_TOO_SLOW) from None
-        except FileNotFoundError:
-            raise UndecodableAudioError("I can't read that audio format here (no decoder available).") from None
-        if proc.returncode != 0 or len(proc.stdout) <= 44:
-            raise UndecodableAudioError("I couldn't read that file as audio.")
-        try:
-            # ffmpeg cannot seek back on a pipe, so the WAV header's sizes are
-            # unset; libsndfile then reads up to the end of the data.
-            data, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, ValueError):
-            raise UndecodableAudioError("I couldn't read that file as audio.") from None
+        # Raw float32 at sr: 4 bytes a sample; one second more for the resampler's and the last frame's rounding.
+        max_bytes = 4 * int((cap_s + 1.0) * sr)
+        out, status = _run_capped(cmd, max_bytes, deadline)
     finally:
         if tmp is not None:
             os.unlink(tmp)
-    if data.shape[0] / sr > limits.max_duration_s:
-        raise AudioTooLongError(data.shape[0] / sr, limits.max_duration_s)
-    return _to_mono(data), int(sr)
+    if status not in (0, None) or len(out) < 4:
+        raise UndecodableAudioError(_UNREADABLE)
+    y = np.frombuffer(out, dtype="<f4", count=len(out) // 4).astype(np.float32)
+    duration_s = y.size / sr
+    if duration_s > limits.max_duration_s:
+        raise AudioTooLongError(duration_s, limits.max_duration_s)
+    if duration_s > budget_s:
+        raise AudioFormatLimitError("samples", int(duration_s * rate) * channels, limits.max_samples)
+    return y
 
 
-_ONE_DECODER: Final[dict[str, Callable[[AudioSource, AudioLimits], tuple[np.ndarray, int] | None]]] = {
+_ONE_DECODER: Final[dict[str, Callable[[AudioSource, AudioLimits, int], np.ndarray | None]]] = {
     "pyav": _read_pyav,
     "soundfile": _read_soundfile,
     "ffmpeg": _read_ffmpeg,
@@ -513,7 +823,8 @@ def load_audio(
     sr : int, keyword-only
         Output sample rate in Hz (default 16 000).
     limits : AudioLimits, optional, keyword-only
-        Size, duration and silence limits (default ``AudioLimits()``).
+        Size, duration, rate, channel, sample-budget and silence limits
+        (default ``AudioLimits()``).
     decoder : {"auto", "pyav", "soundfile", "ffmpeg"}, keyword-only
         ``"auto"`` (default): soundfile first for WAV, FLAC and AIFF, PyAV
         first for everything else, the other in-process decoder next, the
@@ -535,6 +846,12 @@ def load_audio(
     AudioTooLongError
         The audio is over ``limits.max_duration_s`` (from the header where
         one states it; never decoded past the limit + 1 s).
+    AudioFormatLimitError
+        The sample rate or channel count is over ``limits.max_sample_rate``
+        or ``limits.max_channels`` (from the header, before decoding), or the
+        samples over all channels are over ``limits.max_samples`` (from the
+        header where it states a length; decoding stops at the first block
+        past it otherwise).
     ValueError
         ``decoder`` is not one of the four names.
     AudioTooShortError
@@ -556,27 +873,27 @@ def load_audio(
     if size > limits.max_bytes:
         raise AudioTooLargeError(size, limits.max_bytes)
 
-    decoded: tuple[np.ndarray, int] | None
+    # Every decoder checks rate, channels and length before decoding and
+    # returns mono float32 at sr (resampled block by block); an AudioError
+    # from one of them ends the decode: the next decoder would read the same header.
+    y: np.ndarray | None
     if decoder == "auto":
         sniffed_soundfile = _head(source).startswith(_SOUNDFILE_MAGIC)
         readers = (_read_soundfile, _read_pyav) if sniffed_soundfile else (_read_pyav, _read_soundfile)
-        decoded = readers[0](source, limits)
-        if decoded is None:
-            decoded = readers[1](source, limits)
-        if decoded is None:
-            decoded = _read_ffmpeg(source, limits)
+        y = readers[0](source, limits, sr)
+        if y is None:
+            y = readers[1](source, limits, sr)
+        if y is None:
+            y = _read_ffmpeg(source, limits, sr)
     else:
-        decoded = _ONE_DECODER[decoder](source, limits)
-        if decoded is None:
-            raise UndecodableAudioError("I couldn't read that file as audio.")
-    y, native_sr = decoded
+        y = _ONE_DECODER[decoder](source, limits, sr)
+        if y is None:
+            raise UndecodableAudioError(_UNREADABLE)
     if y.size == 0:
         raise EmptyAudioError("That file holds no audio samples.")
 
-    if not np.isfinite(y).all():  # one pass; the four of nan_to_num only when needed
+    if not np.isfinite(y).all():  # the ffmpeg path; the in-process decoders zeroed them per block
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-    if native_sr != sr:
-        y = soxr.resample(y, native_sr, sr, quality="HQ").astype(np.float32, copy=False)
     duration_s = y.size / sr
     if duration_s < limits.min_duration_s:
         raise AudioTooShortError(duration_s, limits.min_duration_s)

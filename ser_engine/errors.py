@@ -15,6 +15,7 @@ __all__ = [
     "AudioTooLargeError",
     "AudioTooLongError",
     "AudioTooShortError",
+    "AudioFormatLimitError",
     "UndecodableAudioError",
     "SilentAudioError",
     "ModelError",
@@ -114,6 +115,41 @@ class AudioTooShortError(AudioError):
             f"That recording is too short ({duration_s:.2f} s); "
             f"send at least {limit_s:.1f} s of speech."
         )
+
+
+class AudioFormatLimitError(AudioError):
+    """The input's sample rate, channel count or number of samples is over the configured limit.
+
+    Refused from the header before decoding where the header states it, and
+    while decoding otherwise (see :class:`ser_engine.audio.AudioLimits`).
+
+    Attributes
+    ----------
+    quantity : {"sample rate", "channels", "samples"}
+        What is over its limit: the sample rate in Hz, the number of
+        channels, or the samples counted over all channels (frames x
+        channels).
+    value : int
+        The input's value (for ``"samples"``: what the header states, or how
+        many were decoded when decoding stopped).
+    limit : int
+        The configured limit.
+    """
+
+    def __init__(self, quantity: str, value: int, limit: int) -> None:
+        self.quantity = quantity
+        self.value = value
+        self.limit = limit
+        if quantity == "sample rate":
+            message = f"That file's sample rate ({value:,} Hz) is above the {limit:,} Hz I accept."
+        elif quantity == "channels":
+            message = f"That file has {value:,} audio channels; I accept at most {limit:,}."
+        else:
+            message = (
+                f"That recording holds too much audio data ({value / 1e6:.1f} million samples over all channels; "
+                f"the limit is {limit / 1e6:.1f} million): send a shorter clip, or a mono one."
+            )
+        super().__init__(message)
 
 
 class UndecodableAudioError(AudioError):

@@ -17,7 +17,10 @@ Two kinds of workers (``mode=``):
 ``"process"``
     A pool of worker processes (:class:`concurrent.futures.ProcessPoolExecutor`,
     ``forkserver`` start method on Linux, ``spawn`` elsewhere -- never plain
-    ``fork`` of a process running an event loop and threads).  Each worker
+    ``fork`` of a process running an event loop and threads), started with
+    the minimal environment of :mod:`ser_engine.environment` (no
+    ``DISCORD_TOKEN``, no ``DATABASE_URL``: the forkserver and every worker
+    it forks begin with the allowed variables only).  Each worker
     unpickles the model once in its initializer and warms up there; requests
     carry only the audio (and the speaker's statistics).  A worker that dies
     breaks its pool: the service starts a new pool and that request fails with
@@ -49,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
+from .environment import minimal_process_context
 from .errors import ServiceBusyError, ServiceClosedError, ServiceError, ServiceTimeoutError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -204,12 +208,17 @@ def _predict(predictor: Any, source: bytes | str | Path, speaker_stats: Any) -> 
 
 # ======================================================================= pools
 def _process_context() -> multiprocessing.context.BaseContext:
-    """``forkserver`` (Linux: preloaded, fork-fast, no inherited threads) or ``spawn``."""
-    if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
+    """``forkserver`` (Linux: preloaded, fork-fast, no inherited threads) or ``spawn``, minimal environment.
+
+    The interpreter multiprocessing executes for the forkserver (or each
+    spawned worker) is :func:`ser_engine.environment.python_launcher`, so
+    those processes start without the parent's secrets (see
+    :func:`ser_engine.environment.minimal_process_context`).
+    """
+    ctx = minimal_process_context()
+    if ctx.get_start_method() == "forkserver":
         ctx.set_forkserver_preload(_FORKSERVER_PRELOAD)  # no effect once the forkserver runs
-        return ctx
-    return multiprocessing.get_context("spawn")
+    return ctx
 
 
 def prestart_process_workers() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import sys
+import time
 import wave
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +18,7 @@ import soundfile as sf
 from ser_engine.audio import TARGET_SR, AudioLimits, load_audio
 from ser_engine.errors import (
     AudioError,
+    AudioFormatLimitError,
     AudioTooLargeError,
     AudioTooLongError,
     AudioTooShortError,
@@ -430,3 +433,92 @@ def test_a_playlist_pointing_at_a_local_file_is_refused(decoder, ffmpeg, angry_c
     ).encode()
     with pytest.raises(UndecodableAudioError):
         load_audio(playlist, decoder=decoder)
+
+
+# ------------------------------------------------------- rate, channels, sample budget
+DECODERS = ["soundfile", "pyav", "ffmpeg"]  # WAV is read by all three
+
+
+def _resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    import soxr
+
+    return soxr.resample(y, sr_in, sr_out, quality="HQ").astype(np.float32)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_every_decoder_refuses_rate_and_channels_from_the_header(decoder, reference, ffmpeg):
+    speech = reference[16000:40000]  # 1.5 s of speech
+    cases = {
+        "sample rate": (_wav_bytes(speech, 384_000), 384_000, 192_000),  # DXD: over the default limit
+        "channels": (_wav_bytes(np.repeat(speech[:, None], 9, axis=1) / 9, TARGET_SR), 9, 8),
+    }
+    for quantity, (data, value, limit) in cases.items():
+        with pytest.raises(AudioFormatLimitError) as err:
+            load_audio(data, decoder=decoder)
+        assert (err.value.quantity, err.value.value, err.value.limit) == (quantity, value, limit)
+        assert str(value) in err.value.user_message.replace(",", "") and len(err.value.user_message) < 200
+    # At the limits: decoded (192 kHz, 8 channels).
+    at_limits = np.repeat(_resample(speech, TARGET_SR, 192_000)[:, None], 8, axis=1) / 8
+    y = load_audio(_wav_bytes(at_limits, 192_000), decoder=decoder)
+    assert abs(y.size - speech.size) <= 2
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_every_decoder_refuses_a_header_over_the_sample_budget(decoder, reference, ffmpeg):
+    # 4.1 s of 48 kHz stereo: 394 000 samples over all channels, under the duration limit.
+    stereo = np.repeat(_resample(reference, TARGET_SR, 48_000)[:, None], 2, axis=1) * 0.5
+    data = _wav_bytes(stereo, 48_000)
+    with pytest.raises(AudioFormatLimitError) as err:
+        load_audio(data, decoder=decoder, limits=AudioLimits(max_samples=200_000))
+    assert err.value.quantity == "samples" and abs(err.value.value - stereo.size) <= 2 * 1024
+    assert load_audio(data, decoder=decoder, limits=AudioLimits(max_samples=stereo.size + 10)).size > 0
+
+
+def _flac_of_unknown_length(ffmpeg: str, dst: Path, seconds: float) -> bytes:
+    """48 kHz stereo noise as FLAC written to a pipe: STREAMINFO states no length (0)."""
+    with open(dst, "wb") as out:
+        subprocess.run(
+            [ffmpeg, "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "anoisesrc=r=48000:a=0.1",
+             "-t", str(seconds), "-ac", "2", "-c:a", "flac", "-f", "flac", "pipe:1"],
+            stdout=out, check=True, timeout=60,
+        )  # fmt: skip
+    data = dst.read_bytes()
+    assert sf.info(io.BytesIO(data)).frames >= 2**62  # libsndfile: SF_COUNT_MAX, unknown
+    return data
+
+
+def test_flac_of_unknown_length_decodes(ffmpeg, tmp_path):
+    # Before, libsndfile's SF_COUNT_MAX frames was taken for the length and the file refused as too long.
+    data = _flac_of_unknown_length(ffmpeg, tmp_path / "piped.flac", 3.0)
+    y = load_audio(data)
+    assert abs(y.size - 3 * TARGET_SR) <= 2
+    np.testing.assert_array_equal(load_audio(data, decoder="ffmpeg").size, y.size)
+
+
+@pytest.mark.parametrize("decoder", ["pyav", "ffmpeg", "auto"])
+def test_decoding_stops_at_the_sample_budget_when_the_header_states_no_length(decoder, ffmpeg, tmp_path):
+    data = _flac_of_unknown_length(ffmpeg, tmp_path / "piped.flac", 20.0)  # 1.92 million samples
+    budget = 100_000
+    with pytest.raises(AudioFormatLimitError) as err:
+        load_audio(data, decoder=decoder, limits=AudioLimits(max_samples=budget))
+    # Stopped soon after the budget (one FLAC frame in PyAV, the 1 s margin of ffmpeg's -t), not at the end.
+    assert err.value.quantity == "samples" and budget < err.value.value < 250_000
+
+
+def test_ffmpeg_output_is_capped_in_bytes():
+    import ser_engine.audio as audio
+
+    # A "decoder" that writes 50 MB: 4 000 bytes are read, then it is killed and reaped.
+    writer = [sys.executable, "-c", "import sys; sys.stdout.buffer.write(bytes(50_000_000))"]
+    started = time.monotonic()
+    out, status = audio._run_capped(writer, 4_000, time.monotonic() + 30.0)
+    assert len(out) == 4_000 and status is None
+    assert time.monotonic() - started < 25.0  # killed, not waited out
+    out, status = audio._run_capped([sys.executable, "-c", "print('ok')"], 4_000, time.monotonic() + 30.0)
+    assert out.strip() == b"ok" and status == 0
+
+
+def test_limits_must_be_positive():
+    for field in ("max_sample_rate", "max_channels", "max_samples"):
+        with pytest.raises(ValueError):
+            AudioLimits(**{field: 0})
