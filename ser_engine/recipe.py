@@ -452,6 +452,7 @@ class RecipeModel:
         -------
         np.ndarray, shape (n_rows,), int
         """
+        self._check_fitted()
         return self.classes_[self.predict_proba(X, groups, calibrated=False).argmax(axis=1)]
 
     def to_bundle(self, labels: Sequence[str], metadata: Mapping[str, Any] | None = None) -> ModelBundle:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ser_engine.evaluation import expected_calibration_error, fit_temperature
+from ser_engine.calibration import expected_calibration_error, fit_temperature
 from ser_engine.predict import apply_temperature
 
 
