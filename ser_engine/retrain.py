@@ -262,7 +262,8 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
     for r in (candidate_recipe, reference_recipe):
         needs.setdefault(r.features, [])
         needs[r.features] += [c for c in r.augment if c not in needs[r.features]]
-    total_units = sum(len(paths) * (1 + bool(conds)) for conds in needs.values())
+    # Progress in feature extractions: a degraded copy costs about one more (plus its codec).
+    total_units = sum(len(paths) * (1 + len(conds)) for conds in needs.values())
     done_units = [0]
     caches: list[FeatureCache] = []
     matrices: dict[Any, dict[str, np.ndarray]] = {}
@@ -299,7 +300,7 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
                 for c in conditions:
                     parts[c].append(got[c])
                 n_done = min(len(clips), start + step)
-                done_units[0] += min(step, len(clips) - start)
+                done_units[0] += min(step, len(clips) - start) * len(conditions)
                 emit("features", done_units[0] / total_units, f"{n_done}/{len(clips)} clips, {'+'.join(conditions)}")
             matrices[config].update({c: np.vstack(parts[c]) for c in conditions})
     end_stage("features")
