@@ -542,7 +542,7 @@ def train_model(
         Clips of a speaker needed before prediction uses their own statistics.
     temperature : float, default 1.0
         Probability temperature stored in the bundle (e.g. from
-        :func:`ser_engine.evaluation.fit_temperature` on speaker-independent
+        :func:`ser_engine.calibration.fit_temperature` on speaker-independent
         out-of-fold predictions of the training speakers).
     unsure_below : float, optional
         Default confidence threshold of :attr:`Prediction.unsure`, stored
