@@ -57,6 +57,8 @@ def _positive_int(text: str) -> int:
 def _condition_list(text: str) -> list[str]:
     from .augment import CONDITIONS, is_condition
 
+    if text.strip().lower() == "none":
+        return []
     chosen = [c.strip() for c in text.split(",") if c.strip()]
     unknown = [c for c in chosen if not is_condition(c) or c == "clean"]
     if unknown or not chosen:
@@ -85,7 +87,10 @@ NESTED_GRID: tuple[dict[str, Any], ...] = tuple(
 
 
 def _recipe_options() -> argparse.ArgumentParser:
+    from .recipe import Recipe
     from .training import PRESETS
+
+    shipped = Recipe()
 
     common = argparse.ArgumentParser(add_help=False)
     data = common.add_argument_group("data")
@@ -98,7 +103,7 @@ def _recipe_options() -> argparse.ArgumentParser:
         "--emotions", type=_emotion_list, metavar="E1,E2,...", help="comma-separated emotions to keep (default: all)"
     )
     data.add_argument("--include-song", action="store_true", help="also use RAVDESS song clips (vocal channel 02)")
-    recipe = common.add_argument_group("recipe")
+    recipe = common.add_argument_group("recipe", "defaults: the shipped model's recipe (models/README.md)")
     recipe.add_argument("--preset", default="default", choices=sorted(PRESETS), help="MLP hyper-parameters")
     recipe.add_argument(
         "--features", default="default", choices=["default", "tutorial"], help="FeatureConfig preset (default: default)"
@@ -117,8 +122,8 @@ def _recipe_options() -> argparse.ArgumentParser:
     )  # fmt: skip
     recipe.add_argument("--no-calibrate", action="store_true", help="no temperature scaling")
     recipe.add_argument(
-        "--inner-folds", type=_positive_int, default=5, metavar="K",
-        help="folds of the inner speaker-independent CV for calibration and --nested-grid (default 5)",
+        "--inner-folds", type=_positive_int, default=shipped.inner_folds, metavar="K",
+        help=f"folds of the inner speaker-independent CV for calibration and --nested-grid (default {shipped.inner_folds})",
     )  # fmt: skip
     recipe.add_argument(
         "--inner-fits", type=_positive_int, default=None, metavar="N",
@@ -134,8 +139,9 @@ def _recipe_options() -> argparse.ArgumentParser:
         help="choose hidden units (64,128) x alpha (1,3,10) per fold by inner speaker-independent CV",
     )  # fmt: skip
     recipe.add_argument(
-        "--augment", type=_condition_list, default=[], metavar="C1,C2,...",
-        help="also train on copies of the training clips degraded this way, e.g. opus24k,noise20; "
+        "--augment", type=_condition_list, default=list(shipped.augment), metavar="C1,C2,...|none",
+        help=f"also train on copies of the training clips degraded this way (default {','.join(shipped.augment)}; "
+        "'none': no augmentation); "
         "'opus24k@active': the speech only, silence around it dropped; "
         "'opus24k|noise20|pitch+1': one copy, each clip degraded by one of them in turn",
     )  # fmt: skip
@@ -225,12 +231,29 @@ def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 # ------------------------------------------------------- train and evaluate
+def _recipe(args: argparse.Namespace) -> Any:
+    """The :class:`~ser_engine.recipe.Recipe` the recipe flags describe (their defaults: the shipped one)."""
+    from .features import FeatureConfig
+    from .recipe import Recipe
+
+    if args.inner_fits is not None and args.inner_fits > args.inner_folds:
+        raise SERError("--inner-fits must not exceed --inner-folds.")
+    if args.inner_folds < 2 or args.min_clips < 2:
+        raise SERError("--inner-folds and --min-clips must be at least 2.")
+    return Recipe(
+        features=FeatureConfig.tutorial() if args.features == "tutorial" else FeatureConfig(),
+        normalization=args.normalization, min_clips=args.min_clips, augment=tuple(args.augment),
+        calibrate=not args.no_calibrate, inner_folds=args.inner_folds, inner_fits=args.inner_fits,
+        preset=args.preset, mlp={"max_iter": args.max_iter} if args.max_iter else {}, scaler=not args.no_scaler,
+        seed=args.seed, grid=NESTED_GRID if args.nested_grid else (), unsure_below=args.unsure_below,
+    )  # fmt: skip
+
+
 def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
-    """Load the corpus and extract features once: (clips, labels, X, y, groups, config, overrides)."""
+    """Load the corpus and extract features once: (clips, labels, X, y, groups, config, recipe)."""
     import numpy as np
 
     from .corpora import LOADERS, load_ravdess
-    from .features import FeatureConfig
     from .training import encode_labels, featurize_conditions, label_order
 
     if args.format == "ravdess":
@@ -240,7 +263,8 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
     labels = label_order(clips)
     if len(labels) < 2:
         raise SERError("The chosen corpus subset holds fewer than two emotions; nothing to tell apart.")
-    config = FeatureConfig.tutorial() if args.features == "tutorial" else FeatureConfig()
+    recipe = _recipe(args)
+    config = recipe.features
     speakers = {c.speaker for c in clips}
     if not args.quiet:
         print(
@@ -252,40 +276,37 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
     # copies and (when evaluating) its degraded test copies.
     evaluating = not getattr(args, "no_eval", False)
     matrices = featurize_conditions(
-        clips, ["clean", *args.augment, *(args.condition if evaluating else [])], config=config, n_jobs=args.jobs,
+        clips, ["clean", *recipe.augment, *(args.condition if evaluating else [])], config=config, n_jobs=args.jobs,
         progress=not args.quiet, cache_dir=args.cache_dir,
     )  # fmt: skip
     X = matrices["clean"]
     y = encode_labels(clips, labels)
     groups = np.array([c.speaker for c in clips])
-    overrides = {"max_iter": args.max_iter} if args.max_iter else None
     args.clips = clips
-    args.augmented = {condition: matrices[condition] for condition in args.augment}
+    args.augmented = {condition: matrices[condition] for condition in recipe.augment}
     args.variants = {condition: matrices[condition] for condition in (args.condition if evaluating else [])}
-    return clips, labels, X, y, groups, config, overrides
+    return clips, labels, X, y, groups, config, recipe
 
 
-def _run_evaluation(args: argparse.Namespace, labels: Any, X: Any, y: Any, groups: Any, config: Any, overrides: Any) -> Any:
+def _run_evaluation(args: argparse.Namespace, labels: Any, X: Any, y: Any, groups: Any, config: Any, recipe: Any) -> Any:
     from .evaluation import evaluate
 
     n_speakers = len(set(groups.tolist()))
     if args.folds > n_speakers or args.folds < 2:
         raise SERError(f"--folds must be between 2 and the number of speakers ({n_speakers}).")
-    return evaluate(
-        X, y, groups, labels=labels, preset=args.preset, scaler=not args.no_scaler, overrides=overrides,
-        random_state=args.seed, folds=args.folds, feature_config=config.to_dict(), n_jobs=args.jobs,
-        normalization=args.normalization, min_clips=args.min_clips, variants=args.variants,
-        grid=NESTED_GRID if args.nested_grid else None, calibrate=not args.no_calibrate,
-        unsure_below=args.unsure_below, augment=args.augmented or None, inner_folds=args.inner_folds,
-        inner_fits=args.inner_fits,
+    report = evaluate(
+        X, y, groups, labels=labels, folds=args.folds, feature_config=config.to_dict(), n_jobs=args.jobs,
+        variants=args.variants, augment=args.augmented or None, **recipe.evaluate_kwargs(),
     )  # fmt: skip
+    report.recipe = recipe.to_dict()
+    return report
 
 
 def _evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .evaluation import write_report
 
-    _, labels, X, y, groups, config, overrides = _prepare(args, err)
-    report = _run_evaluation(args, labels, X, y, groups, config, overrides)
+    _, labels, X, y, groups, config, recipe = _prepare(args, err)
+    report = _run_evaluation(args, labels, X, y, groups, config, recipe)
     paths = write_report(report, args.out_dir)
     if args.json:
         print(json.dumps(report.to_dict()), file=out)
@@ -300,10 +321,10 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .evaluation import write_report
     from .training import train_model
 
-    clips, labels, X, y, groups, config, overrides = _prepare(args, err)
+    clips, labels, X, y, groups, config, recipe = _prepare(args, err)
     metrics = None
     if not args.no_eval:
-        report = _run_evaluation(args, labels, X, y, groups, config, overrides)
+        report = _run_evaluation(args, labels, X, y, groups, config, recipe)
         print(report.table(), file=out)
         metrics = report.summary()
         if args.report_dir is not None:
@@ -311,40 +332,37 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import dataclasses
     from concurrent.futures import ThreadPoolExecutor
 
-    from .training import choose_recipe
+    from .calibration import choose_recipe
 
-    def recipe(jobs: int) -> tuple[Any, float]:
-        return choose_recipe(
-            X, y, groups, preset=args.preset, scaler=not args.no_scaler, overrides=overrides, random_state=args.seed,
-            normalization=args.normalization, min_clips=args.min_clips, grid=NESTED_GRID if args.nested_grid else None,
-            calibrate=not args.no_calibrate, augment=args.augmented or None, inner_folds=args.inner_folds,
-            n_jobs=jobs, inner_fits=args.inner_fits,
-        )  # fmt: skip
+    def calibration(jobs: int) -> tuple[Any, float]:
+        return choose_recipe(X, y, groups, **recipe.calibration_kwargs(), augment=args.augmented or None, n_jobs=jobs)
 
     def final(chosen: Any, temperature: float) -> Any:
+        fitted = dataclasses.replace(recipe, mlp=chosen or {}, grid=())  # what this bundle was trained with
         return train_model(
-            clips, feature_config=config, preset=args.preset, scaler=not args.no_scaler, overrides=chosen,
-            random_state=args.seed, labels=labels, X=X, metrics=metrics, normalization=args.normalization,
-            min_clips=args.min_clips, temperature=temperature, unsure_below=args.unsure_below,
-            augment=args.augmented or None,
+            clips, feature_config=config, preset=recipe.preset, scaler=recipe.scaler, overrides=chosen,
+            random_state=recipe.seed, labels=labels, X=X, metrics=metrics, normalization=recipe.normalization,
+            min_clips=recipe.min_clips, temperature=temperature, unsure_below=recipe.unsure_below,
+            augment=args.augmented or None, recipe=fitted.to_dict(),
         )  # fmt: skip
 
-    if args.nested_grid or args.no_calibrate:
-        chosen, temperature = recipe(args.jobs)
+    overrides = dict(recipe.mlp) or None
+    if recipe.grid or not recipe.calibrate:
+        chosen, temperature = calibration(args.jobs)
         bundle = final(chosen, temperature)
     else:
         # The final model's hyper-parameters do not depend on the temperature: fit it here
         # while the calibration's inner folds run in worker processes beside it.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            calibration = pool.submit(recipe, args.jobs)
+            calibrating = pool.submit(calibration, args.jobs)
             bundle = final(overrides, 1.0)
-            _, temperature = calibration.result()
+            _, temperature = calibrating.result()
         bundle = dataclasses.replace(bundle, temperature=temperature,
                                      metadata={**bundle.metadata, "temperature": float(temperature)})  # fmt: skip
-    if not args.no_calibrate or args.nested_grid:
-        bundle.metadata["inner_folds"] = args.inner_folds
-        if args.inner_fits and args.inner_fits < args.inner_folds:
-            bundle.metadata["inner_fits"] = args.inner_fits
+    if recipe.calibrate or recipe.grid:
+        bundle.metadata["inner_folds"] = recipe.inner_folds
+        if recipe.inner_fits and recipe.inner_fits < recipe.inner_folds:
+            bundle.metadata["inner_fits"] = recipe.inner_fits
     target = args.out or Path("models") / f"ravdess-{len(labels)}class.joblib"
     save_bundle(bundle, target)
     size_kib = target.stat().st_size / 1024

@@ -41,7 +41,7 @@ from sklearn.metrics import (
 from sklearn.model_selection import GroupKFold, train_test_split
 
 from .bundle import _json_default
-from .normalization import SpeakerNormalizer
+from .calibration import expected_calibration_error, fit_temperature, inner_oof, normalise_split, scored_rows
 from .predict import apply_temperature
 from .training import build_pipeline, fit_pipeline, mlp_params
 
@@ -164,6 +164,9 @@ class EvaluationReport:
         speaker-independent CV (empty without a grid).
     augment : list of str
         Training-time augmentations (degraded copies of the training clips).
+    recipe : dict or None
+        :meth:`ser_engine.recipe.Recipe.to_dict` of the recipe scored, when it was run as one
+        (``ser evaluate``, ``ser train``).
     """
 
     labels: list[str]
@@ -182,6 +185,7 @@ class EvaluationReport:
     calibration: CalibrationResult | None = None
     selected: list[dict[str, Any]] = field(default_factory=list)
     augment: list[str] = field(default_factory=list)
+    recipe: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of lists, numbers and strings (``json.dumps``-able)."""
@@ -358,152 +362,6 @@ class CalibrationResult:
     unsure_top2: float
 
 
-def expected_calibration_error(proba: np.ndarray, y_true: np.ndarray, *, n_bins: int = 15) -> float:
-    """Expected calibration error of the top-label confidence (Naeini et al. 2015; Guo et al. 2017).
-
-    ``sum_b |B_b|/n * |accuracy(B_b) - mean confidence(B_b)|`` over
-    ``n_bins`` equal-width confidence bins ``(lo, hi]``.
-
-    Parameters
-    ----------
-    proba : np.ndarray, shape (n_samples, n_classes)
-    y_true : np.ndarray, shape (n_samples,), int
-    n_bins : int, default 15
-
-    Returns
-    -------
-    float
-        In [0, 1]; 0 for an empty input.
-    """
-    proba = np.asarray(proba, dtype=np.float64)
-    if proba.shape[0] == 0:
-        return 0.0
-    conf = proba.max(axis=1)
-    correct = (proba.argmax(axis=1) == np.asarray(y_true)).astype(np.float64)
-    bins = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
-    total = 0.0
-    for b in range(n_bins):
-        m = bins == b
-        if m.any():
-            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
-    return float(total)
-
-
-def fit_temperature(proba: np.ndarray, y_true: np.ndarray) -> float:
-    """The temperature minimising the negative log-likelihood of held-out probabilities.
-
-    Parameters
-    ----------
-    proba : np.ndarray, shape (n_samples, n_classes)
-        Uncalibrated probabilities of clips the model was not trained on.
-    y_true : np.ndarray, shape (n_samples,), int
-
-    Returns
-    -------
-    float
-        ``T`` in [0.05, 20] (bounded scalar search over ``log T``).
-    """
-    from scipy.optimize import minimize_scalar
-
-    logp = np.log(np.clip(np.asarray(proba, dtype=np.float64), 1e-300, None))
-    y_true = np.asarray(y_true, dtype=np.int64)
-
-    def nll(log_t: float) -> float:
-        z = logp / np.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        lse = np.log(np.exp(z).sum(axis=1))
-        return float(np.mean(lse - z[np.arange(z.shape[0]), y_true]))
-
-    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
-    return float(np.exp(res.x))
-
-
-def _normalise_split(
-    X: np.ndarray, groups: np.ndarray, train: np.ndarray, test: np.ndarray, normalization: str, min_clips: int,
-    augment: Mapping[str, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, SpeakerNormalizer | None]:  # fmt: skip
-    """Training rows normalised per training speaker, test rows per test speaker (own unlabelled clips).
-
-    Returns the training matrix (with the rows of every ``augment`` matrix
-    appended, each degraded copy normalised per speaker from that speaker's
-    degraded clips), the row indices into ``y`` of its rows, the test matrix
-    and the fitted normaliser (None without normalisation).
-    """
-    extra = list((augment or {}).values())
-    rows = np.concatenate([train] * (1 + len(extra)))
-    if normalization == "none":
-        return np.vstack([X[train]] + [A[train] for A in extra]), rows, X[test], None
-    nz = SpeakerNormalizer(min_clips=min_clips).fit(X[train], groups[train])
-    parts = [nz.transform_groups(M[train], groups[train]) for M in [X, *extra]]
-    return np.vstack(parts), rows, nz.transform_groups(X[test], groups[test]), nz
-
-
-def _inner_fold(
-    X: np.ndarray, y: np.ndarray, groups: np.ndarray, a: np.ndarray, b: np.ndarray, recipe: tuple[Any, ...],
-    normalization: str, min_clips: int, overrides: Mapping[str, Any], augment: Mapping[str, np.ndarray] | None,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Fit on rows ``a``, predict rows ``b``: (classes, probabilities of shape (b.size, n_classes_seen))."""
-    preset, scaler, random_state, _ = recipe
-    Xa, rows, Xb, _ = _normalise_split(X, groups, a, b, normalization, min_clips, augment)
-    pipe = build_pipeline(preset, scaler=scaler, random_state=random_state, overrides=overrides)
-    fit_pipeline(pipe, Xa, y[rows])
-    return pipe.classes_, pipe.predict_proba(Xb)
-
-
-def _inner_oof(
-    X: np.ndarray, y: np.ndarray, groups: np.ndarray, train: np.ndarray, recipe: tuple[Any, ...],
-    normalization: str, min_clips: int, overrides: Mapping[str, Any] | None, inner_folds: int,
-    augment: Mapping[str, np.ndarray] | None = None, n_jobs: int = 1, inner_fits: int | None = None,
-) -> np.ndarray:  # fmt: skip
-    """Out-of-fold probabilities over ``train`` from an inner GroupKFold by speaker.
-
-    With ``inner_fits`` < ``inner_folds`` only the first ``inner_fits``
-    inner folds are fitted and the rows of the others stay NaN
-    (:func:`_scored`): a held-out split of whole speakers, as in the full
-    cross-validation, for a fraction of its fits.
-
-    scikit-learn's MLP divides the L2 penalty by the number of training
-    samples, so an inner model, trained on fewer clips, would be more
-    strongly regularised (and less over-confident) than the model fitted on
-    all of ``train``.  ``alpha`` is therefore scaled by the inner training
-    size over ``train.size``: the same penalty per clip, so the inner
-    predictions' confidence matches the final model's.  Uses at most as
-    many folds as ``train`` has speakers; ``n_jobs`` > 1 fits the inner
-    folds in that many joblib processes.
-    """
-    preset, _, _, n_labels = recipe
-    proba = np.full((train.size, n_labels), np.nan)
-    alpha = float(mlp_params(preset, overrides)["alpha"])
-    n_speakers = len(set(groups[train].tolist()))
-    if n_speakers < 2:
-        raise ValueError("evaluate: the inner speaker-independent CV needs at least two training speakers")
-    splits = list(GroupKFold(n_splits=min(inner_folds, n_speakers)).split(train, groups=groups[train]))
-    splits = splits[: inner_fits or len(splits)]
-    jobs = [
-        (X, y, groups, train[itr], train[ite], recipe, normalization, min_clips,
-         {**(overrides or {}), "alpha": alpha * itr.size / train.size}, augment)
-        for itr, ite in splits
-    ]  # fmt: skip
-    if n_jobs > 1:
-        from joblib import Parallel, delayed
-
-        # Worker processes even for a single inner fold: `ser train` fits the final model in this
-        # process meanwhile, and two fits in one process contend for the GIL.  n_jobs itself (not
-        # fewer) reuses the pool that feature extraction started.
-        outs = Parallel(n_jobs=n_jobs)(delayed(_inner_fold)(*job) for job in jobs)
-    else:
-        outs = [_inner_fold(*job) for job in jobs]
-    for (_, ite), (classes, p) in zip(splits, outs, strict=True):
-        proba[ite] = 0.0
-        proba[np.ix_(ite, classes)] = p
-    return proba
-
-
-def _scored(proba: np.ndarray) -> np.ndarray:
-    """Rows of :func:`_inner_oof` probabilities that an inner fold predicted (bool mask)."""
-    return ~np.isnan(proba[:, 0])
-
-
 def _fit_predict(
     X: np.ndarray,
     y: np.ndarray,
@@ -532,20 +390,20 @@ def _fit_predict(
         best = -1.0
         for candidate in grid:
             merged = {**(overrides or {}), **candidate}
-            p = _inner_oof(X, y, groups, train, (preset, scaler, random_state, n_labels), normalization, min_clips,
-                           merged, inner_folds, augment, inner_fits=inner_fits)  # fmt: skip
-            acc = float(np.mean(p[_scored(p)].argmax(axis=1) == y[train][_scored(p)]))
+            p = inner_oof(X, y, groups, train, (preset, scaler, random_state, n_labels), normalization, min_clips,
+                          merged, inner_folds, augment, inner_fits=inner_fits)  # fmt: skip
+            acc = float(np.mean(p[scored_rows(p)].argmax(axis=1) == y[train][scored_rows(p)]))
             if acc > best:
                 best, selected, inner_proba = acc, dict(candidate), p
         overrides = {**(overrides or {}), **(selected or {})}
     temperature = 1.0
     if calibrate:
         if inner_proba is None:
-            inner_proba = _inner_oof(X, y, groups, train, (preset, scaler, random_state, n_labels), normalization,
-                                     min_clips, overrides, inner_folds, augment, inner_fits=inner_fits)  # fmt: skip
-        scored = _scored(inner_proba)
+            inner_proba = inner_oof(X, y, groups, train, (preset, scaler, random_state, n_labels), normalization,
+                                    min_clips, overrides, inner_folds, augment, inner_fits=inner_fits)  # fmt: skip
+        scored = scored_rows(inner_proba)
         temperature = fit_temperature(inner_proba[scored], y[train][scored])
-    Xtr, rows, Xte, nz = _normalise_split(X, groups, train, test, normalization, min_clips, augment)
+    Xtr, rows, Xte, nz = normalise_split(X, groups, train, test, normalization, min_clips, augment)
     pipe = build_pipeline(preset, scaler=scaler, random_state=random_state, overrides=overrides)
     converged = fit_pipeline(pipe, Xtr, y[rows])
     mlp = pipe.named_steps["mlp"]

@@ -5,15 +5,22 @@
 1. **features** -- corpus clips from one or more RAVDESS-layout folders,
    through the per-file :class:`~ser_engine.cache.FeatureCache`; plus
    feedback rows (feature vectors and labels given by users, no audio).
+   Each recipe's features and the degraded copies its augmentation asks
+   for (:mod:`ser_engine.augment`; cached per chunk of clips).
 2. **evaluating** -- speaker-independent ``GroupKFold`` (groups: corpus
    speakers, and ``feedback:<user id>`` for feedback rows, so no voice is
-   on both sides of a split).  On the *same* folds two recipes are fitted
-   and scored on the held-out rows: the candidate (the configured preset,
-   trained on corpus + feedback, feedback weighted) and the reference (the
-   active model's own recipe -- preset, MLP parameters, scaler, features --
-   trained on the corpus rows only).  Both are scored on the held-out
-   corpus rows (true labels); pooled macro-F1, UAR and accuracy.
-3. **fitting** -- the candidate recipe on every row.
+   on both sides of a split).  On the *same* folds two
+   :class:`~ser_engine.recipe.Recipe` s are fitted and scored on the
+   held-out rows: the candidate (``spec.recipe``, by default the active
+   model's own recipe, trained on corpus + feedback, feedback weighted) and
+   the reference (:meth:`Recipe.from_bundle` of the active registry
+   version -- features, speaker normalisation, augmentation, MLP -- trained
+   on the corpus rows only).  Both are scored on the held-out corpus rows
+   (true labels), held-out speakers normalised from their own clips;
+   pooled macro-F1, UAR and accuracy.  The folds skip the temperature: it
+   never changes a label.
+3. **fitting** -- the candidate recipe on every row, with its speaker
+   normalisation, augmentation and temperature (inner speaker folds).
 4. **saving** -- registered as a new version of the
    :class:`~ser_engine.registry.ModelRegistry`, with the comparison and the
    gate decision in its metadata.  It is **not** activated here: the caller
@@ -27,7 +34,7 @@ back its progress messages through a queue::
 
     {"type": "progress", "stage": "features", "fraction": 0.4, "elapsed_s": 3.2, "detail": "..."}
     {"type": "done", "result": {...}}      # see run_retrain
-    {"type": "error", "message": "..."}
+    {"type": "error", "error_type": "...", "message": "...", "user_message": "..." or None}
 
 Killing the child at any point leaves the registry's active pointer
 untouched (the child never writes it).
@@ -36,16 +43,17 @@ untouched (the child never writes it).
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import queue as queue_mod
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .recipe import Recipe
 
 __all__ = ["RetrainJob", "RetrainSpec", "STAGES", "progress_bar", "run_retrain"]
 
@@ -69,10 +77,11 @@ class RetrainSpec:
         Keep only these RAVDESS emotions (default all).
     speakers : list of str or None
         Keep only these corpus speakers (``"Actor_01"`` or just ``"01"``).
-    preset : str
-        Candidate recipe, a key of :data:`ser_engine.training.PRESETS`.
+    preset : str or None
+        Candidate MLP preset (a key of :data:`ser_engine.training.PRESETS`)
+        replacing the candidate recipe's; None keeps the recipe's.
     max_iter : int or None
-        Override of the preset's ``max_iter``.
+        Override of ``max_iter`` for both the candidate and the reference recipe.
     folds : int
         Speaker-independent folds (capped at the number of groups).
     margin : float
@@ -85,13 +94,22 @@ class RetrainSpec:
         Sample weight of a feedback row (corpus rows weigh 1).
     n_jobs : int
         Processes for feature extraction.
-    seed : int
-        MLP seed.
+    seed : int or None
+        MLP seed of the candidate (None: the recipe's); also seeds ``corrupt_labels``.
     corrupt_labels : bool
         **Testing only**: train the candidate on shuffled labels (evaluation labels stay true),
         to produce a model the gate must reject.
     requested_by : str
         Who asked (recorded in the registry).
+    recipe : Recipe, dict or None
+        The candidate :class:`~ser_engine.recipe.Recipe` (a dict of
+        :meth:`Recipe.to_dict` is converted); None: the active bundle's own
+        recipe (:meth:`Recipe.from_bundle`), so a retrain trains what ships.
+
+    Raises
+    ------
+    ValueError
+        If ``recipe`` is a dict that is no valid recipe.
     """
 
     corpus_dirs: list[str]
@@ -99,7 +117,7 @@ class RetrainSpec:
     cache_dir: str | None = None
     emotions: list[str] | None = None
     speakers: list[str] | None = None
-    preset: str = "default"
+    preset: str | None = None
     max_iter: int | None = None
     folds: int = 6
     margin: float = 0.02
@@ -108,9 +126,14 @@ class RetrainSpec:
     feedback_users: list[int] = field(default_factory=list)
     feedback_weight: float = 2.0
     n_jobs: int = 1
-    seed: int = 0
+    seed: int | None = None
     corrupt_labels: bool = False
     requested_by: str = ""
+    recipe: Recipe | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recipe, Mapping):
+            self.recipe = Recipe.from_dict(self.recipe)
 
 
 def progress_bar(fraction: float, width: int = 20) -> str:
@@ -128,37 +151,32 @@ def progress_bar(fraction: float, width: int = 20) -> str:
     return f"[{'#' * filled}{'-' * (width - filled)}] {fraction * 100:3.0f}%"
 
 
-def _reference_recipe(metadata: dict[str, Any], fallback_preset: str) -> tuple[str, bool, int | None, dict[str, Any]]:
-    from .training import PRESETS
+def _recipes(spec: RetrainSpec, active: Recipe) -> tuple[Recipe, Recipe]:
+    """(candidate, reference): the spec's recipe or the active one, both with the spec's ``max_iter``."""
+    from dataclasses import replace
 
-    preset = metadata.get("preset") if metadata.get("preset") in PRESETS else fallback_preset
-    params = dict(metadata.get("mlp_params") or {})
-    if "hidden_layer_sizes" in params:
-        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
-    scaler = bool(metadata.get("scaler", True))
-    seed = metadata.get("random_state", 0)
-    return str(preset), scaler, seed if isinstance(seed, int) else 0, params
+    candidate = spec.recipe if isinstance(spec.recipe, Recipe) else active
+    if spec.preset is not None and spec.preset != candidate.preset:
+        candidate = replace(candidate, preset=spec.preset)
+    if spec.seed is not None and spec.seed != candidate.seed:
+        candidate = replace(candidate, seed=spec.seed)
+    reference = active
+    if spec.max_iter:
+        # Both sides get the same epoch budget, so the gate compares recipes, not budgets.
+        candidate, reference = candidate.with_mlp(max_iter=spec.max_iter), reference.with_mlp(max_iter=spec.max_iter)
+    return candidate, reference
 
 
-def _fit(preset: str, scaler: bool, seed: int | None, overrides: dict[str, Any], X: np.ndarray, y: np.ndarray,
-         w: np.ndarray | None) -> Any:  # fmt: skip
-    import warnings
+def _gate_fold(
+    recipe: Recipe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, augment: dict[str, np.ndarray],
+    train: np.ndarray, test: np.ndarray, weights: np.ndarray | None,
+) -> np.ndarray:  # fmt: skip
+    """Fit ``recipe`` on rows ``train`` (uncalibrated: a temperature never changes a label); labels of ``test``."""
+    from .recipe import RecipeModel
 
-    from sklearn.exceptions import ConvergenceWarning
-
-    from .training import build_pipeline, fit_pipeline
-
-    pipe = build_pipeline(preset, scaler=scaler, random_state=seed, overrides=overrides)
-    if w is None or np.allclose(w, 1.0):
-        fit_pipeline(pipe, X, y)
-        return pipe
-    mlp = pipe.named_steps["mlp"]
-    if isinstance(mlp.batch_size, int) and mlp.batch_size > len(y):
-        mlp.set_params(batch_size=max(1, len(y)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        pipe.fit(X, y, mlp__sample_weight=w)
-    return pipe
+    model = RecipeModel(recipe).fit(X[train], y[train], groups[train], augment={c: A[train] for c, A in augment.items()},
+                                    sample_weight=None if weights is None else weights[train], calibrate=False)  # fmt: skip
+    return model.predict(X[test], groups[test])
 
 
 def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -175,9 +193,11 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
     dict
         ``version`` (int, registered), ``promoted`` (bool), ``reason`` (str),
         ``candidate`` and ``reference`` (``macro_f1``, ``uar``, ``accuracy``),
+        ``candidate_recipe`` and ``reference_recipe`` (:meth:`Recipe.to_dict`),
         ``reference_version`` (int or None), ``folds``, ``n_clips``,
-        ``n_feedback``, ``labels``, ``margin``, ``elapsed_s``, ``stage_s``
-        (seconds per stage), ``cache_hits``, ``cache_misses``.
+        ``n_feedback``, ``labels``, ``margin``, ``temperature`` (of the new
+        model), ``elapsed_s``, ``stage_s`` (seconds per stage),
+        ``cache_hits``, ``cache_misses`` (clean feature vectors of the per-file cache).
 
     Raises
     ------
@@ -185,17 +205,19 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
         If no clip is found, fewer than two emotions or two speaker groups remain.
     ser_engine.errors.ModelError
         If the registry has no loadable active version.
+    ValueError
+        If the active bundle's metadata describes no valid recipe.
     """
     from sklearn.model_selection import GroupKFold
 
-    from .bundle import ModelBundle, library_versions
-    from .cache import FeatureCache, config_key
+    from .bundle import library_versions
+    from .cache import CHUNK, FeatureCache
     from .corpora import load_ravdess
     from .errors import CorpusError
     from .evaluation import score
-    from .features import FeatureConfig
+    from .recipe import RecipeModel
     from .registry import ModelRegistry
-    from .training import data_fingerprint, label_order, mlp_params
+    from .training import data_fingerprint, featurize_conditions, label_order
 
     t0 = time.monotonic()
     stage_s: dict[str, float] = {}
@@ -213,6 +235,7 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
 
     registry = ModelRegistry(spec.registry_dir)
     ref_version, ref_bundle = registry.load_active()
+    candidate_recipe, reference_recipe = _recipes(spec, Recipe.from_bundle(ref_bundle))
 
     # ------------------------------------------------------------ features
     emit("features", 0.0, "reading the corpus")
@@ -232,55 +255,83 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
     labels = label_order(clips)
     if len(labels) < 2:
         raise CorpusError("The training data holds fewer than two emotions.")
-    config = FeatureConfig()
-    ref_config = ref_bundle.feature_config
     cache_root = spec.cache_dir
-    cand_cache = FeatureCache(cache_root or ".", config)  # only read/written when cache_root is set
     paths = [c.path for c in clips]
-    same_config = config_key(ref_config) == config_key(config)
-    n_passes = 1 if same_config else 2
+    # What each feature configuration needs: its clean vectors and the degraded copies of the recipes using it.
+    needs: dict[Any, list[str]] = {}
+    for r in (candidate_recipe, reference_recipe):
+        needs.setdefault(r.features, [])
+        needs[r.features] += [c for c in r.augment if c not in needs[r.features]]
+    # Progress in feature extractions: a degraded copy costs about one more (plus its codec).
+    total_units = sum(len(paths) * (1 + len(conds)) for conds in needs.values())
+    done_units = [0]
+    caches: list[FeatureCache] = []
+    matrices: dict[Any, dict[str, np.ndarray]] = {}
+    for config, conditions in needs.items():
+        cache = FeatureCache(cache_root or ".", config)  # only read/written when cache_root is set
+        caches.append(cache)
+        base = done_units[0]
 
-    def feat(cache: FeatureCache, k: int) -> np.ndarray:
-        def cb(done: int, total: int) -> None:
-            emit("features", (k + done / max(total, 1)) / n_passes, f"{done}/{total} clips")
+        def cb(done: int, total: int, base: int = base) -> None:
+            emit("features", (base + done) / total_units, f"{done}/{total} clips")
 
         if cache_root is None:
             from .features import extract_many
 
-            out = np.zeros((len(paths), cache.config.n_features), dtype=np.float32)
-            for start in range(0, len(paths), 16):
-                out[start : start + 16] = extract_many(paths[start : start + 16], config=cache.config, n_jobs=spec.n_jobs)
-                cb(min(len(paths), start + 16), len(paths))
-            return out
-        return cache.featurize(paths, n_jobs=spec.n_jobs, progress=cb)
-
-    X_corpus = feat(cand_cache, 0)
-    if same_config:
-        X_ref_corpus = X_corpus
-        ref_cache = cand_cache
-    else:
-        ref_cache = FeatureCache(cache_root or "", ref_config)
-        X_ref_corpus = feat(ref_cache, 1)
+            clean = np.zeros((len(paths), config.n_features), dtype=np.float32)
+            for start in range(0, len(paths), CHUNK):
+                clean[start : start + CHUNK] = extract_many(paths[start : start + CHUNK], config=config,
+                                                            n_jobs=spec.n_jobs)  # fmt: skip
+                cb(min(len(paths), start + CHUNK), len(paths))
+        else:
+            clean = cache.featurize(paths, n_jobs=spec.n_jobs, progress=cb)
+        done_units[0] += len(paths)
+        matrices[config] = {"clean": clean}
+        if conditions:
+            # Degraded copies in chunks (progress after each); each chunk's matrices are cached under
+            # <cache_dir>/conditions, keyed by its files' fingerprint, the condition and the features.
+            parts: dict[str, list[np.ndarray]] = {c: [] for c in conditions}
+            step = CHUNK * max(1, spec.n_jobs)
+            for start in range(0, len(clips), step):
+                got = featurize_conditions(
+                    clips[start : start + step], conditions, config=config, n_jobs=spec.n_jobs,
+                    cache_dir=None if cache_root is None else Path(cache_root) / "conditions",
+                )  # fmt: skip
+                for c in conditions:
+                    parts[c].append(got[c])
+                n_done = min(len(clips), start + step)
+                done_units[0] += min(step, len(clips) - start) * len(conditions)
+                emit("features", done_units[0] / total_units, f"{n_done}/{len(clips)} clips, {'+'.join(conditions)}")
+            matrices[config].update({c: np.vstack(parts[c]) for c in conditions})
     end_stage("features")
 
     index = {label: i for i, label in enumerate(labels)}
     y_corpus = np.array([index[c.label] for c in clips], dtype=np.int64)
     groups_corpus = [f"{c.corpus}:{c.speaker}" for c in clips]
+    n_corpus = len(clips)
+    cand_config = candidate_recipe.features
     fb_rows = [
         (np.asarray(x, dtype=np.float32), index[label], f"feedback:{user}")
         for x, label, user in zip(spec.feedback_X, spec.feedback_labels, spec.feedback_users, strict=True)
-        if label in index and len(x) == config.n_features
+        if label in index and len(x) == cand_config.n_features
     ]
     n_fb = len(fb_rows)
+    X_cand = matrices[cand_config]["clean"]
+    # Feedback comes as feature vectors without audio: it has no degraded copies (NaN rows are left out).
+    aug_cand = {c: matrices[cand_config][c] for c in candidate_recipe.augment}
     if n_fb:
-        X_all = np.vstack([X_corpus, np.stack([r[0] for r in fb_rows])])
+        X_fb = np.stack([r[0] for r in fb_rows])
+        X_cand = np.vstack([X_cand, X_fb])
+        aug_cand = {c: np.vstack([A, np.full_like(X_fb, np.nan)]) for c, A in aug_cand.items()}
         y_all = np.concatenate([y_corpus, np.array([r[1] for r in fb_rows], dtype=np.int64)])
         groups = np.array(groups_corpus + [r[2] for r in fb_rows])
     else:
-        X_all, y_all, groups = X_corpus, y_corpus, np.array(groups_corpus)
-    is_fb = np.arange(len(y_all)) >= len(y_corpus)
+        y_all, groups = y_corpus, np.array(groups_corpus)
+    X_ref = matrices[reference_recipe.features]["clean"]
+    aug_ref = {c: matrices[reference_recipe.features][c] for c in reference_recipe.augment}
+    is_fb = np.arange(len(y_all)) >= n_corpus
     weights = np.where(is_fb, float(spec.feedback_weight), 1.0)
-    rng = np.random.default_rng(spec.seed)
+    rng = np.random.default_rng(0 if spec.seed is None else spec.seed)
     y_train_all = rng.permutation(y_all) if spec.corrupt_labels else y_all
 
     # ---------------------------------------------------------- evaluating
@@ -288,27 +339,33 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
     folds = min(spec.folds, n_groups)
     if folds < 2:
         raise CorpusError("Speaker-independent evaluation needs at least two speakers.")
-    overrides = {"max_iter": spec.max_iter} if spec.max_iter else {}
-    ref_preset, ref_scaler, ref_seed, ref_params = _reference_recipe(ref_bundle.metadata, spec.preset)
-    if spec.max_iter:
-        ref_params["max_iter"] = spec.max_iter
-    splits = list(GroupKFold(n_splits=folds).split(X_all, y_all, groups))
-    n_fits = 2 * len(splits)
+    splits = list(GroupKFold(n_splits=folds).split(X_cand, y_all, groups))
+    # The same recipe on the same rows and labels gives the same predictions (the fits are
+    # deterministic for a seed): then the active recipe is fitted once and scored for both.
+    same = candidate_recipe == reference_recipe and n_fb == 0 and not spec.corrupt_labels
+    jobs: list[tuple[str, int, tuple[Any, ...]]] = []
+    for k, (train, test) in enumerate(splits):
+        jobs.append(("candidate", k, (candidate_recipe, X_cand, y_train_all, groups, aug_cand, train, test, weights)))
+        ref_train, ref_test = train[~is_fb[train]], test[~is_fb[test]]
+        if not same and ref_test.size:
+            jobs.append(("active recipe", k, (reference_recipe, X_ref, y_all, groups[:n_corpus], aug_ref, ref_train,
+                                              ref_test, None)))  # fmt: skip
     pred_c = np.empty_like(y_all)
     pred_r = np.empty_like(y_all)
+    emit("evaluating", 0.0, f"{folds} speaker-independent folds, {'one recipe' if same else 'two recipes'}")
+    if spec.n_jobs > 1:
+        from joblib import Parallel, delayed
+
+        outputs: Any = Parallel(n_jobs=spec.n_jobs, return_as="generator")(delayed(_gate_fold)(*a) for _, _, a in jobs)
+    else:
+        outputs = (_gate_fold(*a) for _, _, a in jobs)
+    for i, ((who, k, args), pred) in enumerate(zip(jobs, outputs, strict=True)):
+        (pred_c if who == "candidate" else pred_r)[args[6]] = pred
+        emit("evaluating", (i + 1) / len(jobs), f"fold {k + 1}/{folds}: {who}")
+    if same:
+        pred_r = pred_c
     tested = np.zeros(len(y_all), dtype=bool)
-    emit("evaluating", 0.0, f"{folds} speaker-independent folds")
-    for k, (train, test) in enumerate(splits):
-        cand = _fit(spec.preset, True, spec.seed, overrides, X_all[train], y_train_all[train], weights[train])
-        pred_c[test] = cand.predict(X_all[test])
-        emit("evaluating", (2 * k + 1) / n_fits, f"fold {k + 1}/{folds}: candidate")
-        ref_train = train[~is_fb[train]]
-        ref_test = test[~is_fb[test]]
-        ref = _fit(ref_preset, ref_scaler, ref_seed, ref_params, X_ref_corpus[ref_train], y_all[ref_train], None)
-        if ref_test.size:
-            pred_r[ref_test] = ref.predict(X_ref_corpus[ref_test])
-        tested[ref_test] = True  # scored on corpus rows only: feedback rows only train
-        emit("evaluating", (2 * k + 2) / n_fits, f"fold {k + 1}/{folds}: active recipe")
+    tested[:n_corpus] = True  # scored on corpus rows only: feedback rows only train
     s_c = score(y_all[tested], pred_c[tested], len(labels))
     s_r = score(y_all[tested], pred_r[tested], len(labels))
     candidate = {k: s_c[k] for k in ("macro_f1", "uar", "accuracy")}
@@ -323,11 +380,10 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
     end_stage("evaluating")
 
     # ------------------------------------------------------------- fitting
-    emit("fitting", 0.0, f"{len(y_all)} rows")
-    final = _fit(spec.preset, True, spec.seed, overrides, X_all, y_train_all, weights)
-    mlp = final.named_steps["mlp"]
-    if hasattr(mlp, "_optimizer"):
-        del mlp._optimizer
+    calibrating = f", temperature from {candidate_recipe.inner_folds} inner folds" if candidate_recipe.calibrate else ""
+    emit("fitting", 0.0, f"{len(y_all)} rows{calibrating}")
+    model = RecipeModel(candidate_recipe).fit(X_cand, y_train_all, groups, augment=aug_cand, sample_weight=weights,
+                                              n_jobs=spec.n_jobs)  # fmt: skip
     emit("fitting", 1.0)
     end_stage("fitting")
 
@@ -337,22 +393,20 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
         "candidate": candidate,
         "reference": reference,
         "reference_version": ref_version,
-        "reference_recipe": {"preset": ref_preset, "scaler": ref_scaler},
+        "candidate_recipe": candidate_recipe.to_dict(),
+        "reference_recipe": reference_recipe.to_dict(),
+        "same_recipe": same,
         "folds": folds,
         "groups": "corpus speakers and feedback users (GroupKFold)",
         "margin": spec.margin,
         "promoted": promoted,
         "reason": reason,
     }
-    params = mlp_params(spec.preset, overrides)
     metadata: dict[str, Any] = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "preset": spec.preset,
-        "mlp_params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
-        "scaler": True,
-        "random_state": spec.seed,
         "versions": library_versions(),
         "data_fingerprint": data_fingerprint(clips),
+        "fingerprint_method": "sha256 over sorted lines 'relative path, label, size, sha256(content)'",
         "n_clips": len(clips),
         "n_feedback": n_fb,
         "feedback_weight": spec.feedback_weight,
@@ -362,12 +416,10 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
         "corpus_dirs": [str(d) for d in spec.corpus_dirs],
         "emotions": spec.emotions,
         "speakers": spec.speakers,
-        "n_iter": int(mlp.n_iter_),
-        "final_loss": float(mlp.loss_),
         "comparison": comparison,
         "corrupt_labels": spec.corrupt_labels,
     }
-    bundle = ModelBundle(pipeline=final, labels=labels, feature_config=config, metadata=metadata)
+    bundle = model.to_bundle(labels, metadata)
     entry = registry.register(bundle, source="retrain", note=reason,
                               extra={"promoted": False, "requested_by": spec.requested_by})  # fmt: skip
     end_stage("saving")
@@ -378,21 +430,37 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
         "reason": reason,
         "candidate": candidate,
         "reference": reference,
+        "candidate_recipe": candidate_recipe.to_dict(),
+        "reference_recipe": reference_recipe.to_dict(),
         "reference_version": ref_version,
         "folds": folds,
         "n_clips": len(clips),
         "n_feedback": n_fb,
         "labels": list(labels),
         "margin": spec.margin,
+        "temperature": model.temperature_,
         "elapsed_s": time.monotonic() - t0,
         "stage_s": stage_s,
-        "cache_hits": cand_cache.hits + (0 if same_config else ref_cache.hits),
-        "cache_misses": cand_cache.misses + (0 if same_config else ref_cache.misses),
+        "cache_hits": sum(c.hits for c in caches),
+        "cache_misses": sum(c.misses for c in caches),
     }
 
 
+def _spec_dict(spec: RetrainSpec) -> dict[str, Any]:
+    """The spec as plain picklable values (the recipe as :meth:`Recipe.to_dict`)."""
+    out = {f.name: getattr(spec, f.name) for f in fields(spec)}
+    if isinstance(spec.recipe, Recipe):
+        out["recipe"] = spec.recipe.to_dict()
+    return out
+
+
 def _child(spec_dict: dict[str, Any], q: Any) -> None:
-    """Entry point of the spawned process: one BLAS thread, run, report."""
+    """Entry point of the spawned process: one BLAS thread, run, report.
+
+    A failure is reported as ``{"type": "error", "error_type", "message", "user_message"}``:
+    ``error_type`` and ``message`` (``type(exc).__name__``, ``str(exc)``) are for the log only;
+    ``user_message`` is :attr:`SERError.user_message` for expected failures and None otherwise.
+    """
     try:
         from threadpoolctl import threadpool_limits
 
@@ -401,11 +469,11 @@ def _child(spec_dict: dict[str, Any], q: Any) -> None:
         pass
     try:
         result = run_retrain(RetrainSpec(**spec_dict), q.put)
-    except Exception as exc:  # reported to the parent, which shows a short message
+    except Exception as exc:  # reported to the parent, which logs it and shows users an error id
         from .errors import SERError
 
-        message = exc.user_message if isinstance(exc, SERError) else f"{type(exc).__name__}: {exc}"
-        q.put({"type": "error", "message": message})
+        q.put({"type": "error", "error_type": type(exc).__name__, "message": str(exc),
+               "user_message": exc.user_message if isinstance(exc, SERError) else None})  # fmt: skip
         return
     q.put({"type": "done", "result": result})
 
@@ -426,7 +494,14 @@ class RetrainJob:
     result : dict or None
         :func:`run_retrain`'s result once done.
     error : str or None
-        Why it failed (an exception, or the process died).
+        Why it failed, **for the log only** (``"TypeName: message"`` of the
+        child's exception, or how the process died); it may hold paths or
+        library messages, so show users an error id instead.
+    error_type : str or None
+        The exception's class name (None if the process died without one).
+    user_message : str or None
+        A message safe to show users, when the failure was an expected
+        :class:`~ser_engine.errors.SERError` (e.g. no training clip found); else None.
     """
 
     def __init__(self, spec: RetrainSpec) -> None:
@@ -438,10 +513,19 @@ class RetrainJob:
         self.last_progress: dict[str, Any] | None = None
         self.result: dict[str, Any] | None = None
         self.error: str | None = None
+        self.error_type: str | None = None
+        self.user_message: str | None = None
+
+    def _failed(self, msg: dict[str, Any]) -> None:
+        self.error_type = None if msg.get("error_type") is None else str(msg["error_type"])
+        text = str(msg.get("message"))
+        self.error = f"{self.error_type}: {text}" if self.error_type else text
+        self.user_message = None if msg.get("user_message") is None else str(msg["user_message"])
 
     def start(self) -> None:
         """Start the child process."""
-        self._process = self._ctx.Process(target=_child, args=(asdict(self.spec), self._queue), daemon=True,
+        # TODO(lead): start the child with the minimal environment helper (no DISCORD_TOKEN, no DATABASE_URL).
+        self._process = self._ctx.Process(target=_child, args=(_spec_dict(self.spec), self._queue), daemon=True,
                                           name="ser-retrain")  # fmt: skip
         self.started_at = time.monotonic()
         self._process.start()
@@ -476,7 +560,7 @@ class RetrainJob:
             elif msg.get("type") == "done":
                 self.result = msg["result"]
             elif msg.get("type") == "error":
-                self.error = str(msg.get("message"))
+                self._failed(msg)
         if not self.finished and self._process is not None and not self._process.is_alive():
             # The final message may still be in the pipe's feeder: look once more.
             try:
@@ -489,7 +573,7 @@ class RetrainJob:
                 if msg.get("type") == "done":
                     self.result = msg["result"]
                 elif msg.get("type") == "error":
-                    self.error = str(msg.get("message"))
+                    self._failed(msg)
         return messages
 
     def kill(self) -> None:

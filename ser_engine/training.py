@@ -43,7 +43,6 @@ from .normalization import SpeakerNormalizer
 __all__ = [
     "PRESETS",
     "build_pipeline",
-    "choose_recipe",
     "data_fingerprint",
     "encode_labels",
     "featurize",
@@ -140,7 +139,7 @@ def build_pipeline(
     return Pipeline(steps)
 
 
-def fit_pipeline(pipeline: Pipeline, X: np.ndarray, y: np.ndarray) -> bool:
+def fit_pipeline(pipeline: Pipeline, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> bool:
     """Fit a pipeline of :func:`build_pipeline` in place; tell whether the MLP converged.
 
     scikit-learn clips ``batch_size`` to the number of samples anyway but
@@ -162,6 +161,9 @@ def fit_pipeline(pipeline: Pipeline, X: np.ndarray, y: np.ndarray) -> bool:
     X : np.ndarray, shape (n_samples, n_features)
         Cast to float32.
     y : np.ndarray, shape (n_samples,)
+    sample_weight : np.ndarray, shape (n_samples,), optional
+        Weight of each sample in the MLP's loss (scikit-learn's
+        ``MLPClassifier.fit(sample_weight=...)``); None or all ones fit unweighted.
 
     Returns
     -------
@@ -176,7 +178,10 @@ def fit_pipeline(pipeline: Pipeline, X: np.ndarray, y: np.ndarray) -> bool:
     X = np.asarray(X, dtype=np.float32)
     with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("always", ConvergenceWarning)
-        pipeline.fit(X, y)
+        if sample_weight is None or np.allclose(sample_weight, 1.0):
+            pipeline.fit(X, y)
+        else:
+            pipeline.fit(X, y, mlp__sample_weight=np.asarray(sample_weight, dtype=np.float32))
     converged = True
     for w in caught:
         if issubclass(w.category, ConvergenceWarning):
@@ -480,87 +485,6 @@ def featurize_condition(
     )[condition]
 
 
-def choose_recipe(
-    X: np.ndarray,
-    y: np.ndarray,
-    groups: Sequence[str] | np.ndarray,
-    *,
-    preset: str = "default",
-    scaler: bool = True,
-    overrides: Mapping[str, Any] | None = None,
-    random_state: int | None = 0,
-    normalization: str = "none",
-    min_clips: int = 5,
-    grid: Sequence[Mapping[str, Any]] | None = None,
-    calibrate: bool = True,
-    inner_folds: int = 5,
-    augment: Mapping[str, np.ndarray] | None = None,
-    n_jobs: int = 1,
-    inner_fits: int | None = None,
-) -> tuple[dict[str, Any] | None, float]:
-    """Hyper-parameters and temperature for a final model, by speaker-independent CV on its training data.
-
-    Out-of-fold predictions of a ``GroupKFold(inner_folds)`` over the
-    speakers pick the best ``grid`` entry (by accuracy) and fit the
-    temperature (:func:`ser_engine.evaluation.fit_temperature`) -- the same
-    procedure :func:`ser_engine.evaluation.evaluate` runs inside each
-    training fold.
-
-    Parameters
-    ----------
-    X : np.ndarray, shape (n_clips, n_features)
-        Raw features.
-    y : np.ndarray, shape (n_clips,), int
-    groups : sequence of str, shape (n_clips,)
-        Speakers.
-    preset, scaler, overrides, random_state, normalization, min_clips
-        The recipe (see :func:`train_model`).
-    grid : sequence of mapping, optional
-        ``MLPClassifier`` overrides to choose from.
-    calibrate : bool, default True
-        Fit a temperature (else 1.0).
-    inner_folds : int, default 5
-    augment : mapping of str to np.ndarray, optional
-        Degraded copies' features (shape of ``X``) added to every inner training set.
-    n_jobs : int, default 1
-        Fit the inner folds in this many joblib processes.
-    inner_fits : int, optional
-        Fit only the first ``inner_fits`` inner folds (default all); see
-        :func:`ser_engine.evaluation.evaluate`.
-
-    Returns
-    -------
-    overrides : dict or None
-        ``overrides`` updated with the chosen grid entry.
-    temperature : float
-    """
-    from .evaluation import _inner_oof, _scored, fit_temperature
-
-    X = np.asarray(X)
-    y = np.asarray(y, dtype=np.int64)
-    groups = np.asarray([str(g) for g in groups])
-    everything = np.arange(y.size)
-    recipe = (preset, scaler, random_state, int(y.max()) + 1)
-    proba = None
-    if grid:
-        best = -1.0
-        chosen: Mapping[str, Any] = {}
-        for candidate in grid:
-            p = _inner_oof(X, y, groups, everything, recipe, normalization, min_clips,
-                           {**(overrides or {}), **candidate}, inner_folds, augment, n_jobs, inner_fits)  # fmt: skip
-            acc = float(np.mean(p[_scored(p)].argmax(axis=1) == y[_scored(p)]))
-            if acc > best:
-                best, chosen, proba = acc, candidate, p
-        overrides = {**(overrides or {}), **chosen}
-    if not calibrate:
-        return (dict(overrides) if overrides else None), 1.0
-    if proba is None:
-        proba = _inner_oof(X, y, groups, everything, recipe, normalization, min_clips, overrides, inner_folds, augment,
-                           n_jobs, inner_fits)  # fmt: skip
-    scored = _scored(proba)
-    return (dict(overrides) if overrides else None), fit_temperature(proba[scored], y[scored])
-
-
 def train_model(
     clips: Sequence[Clip],
     *,
@@ -581,6 +505,7 @@ def train_model(
     temperature: float = 1.0,
     unsure_below: float | None = None,
     augment: Mapping[str, np.ndarray] | None = None,
+    recipe: Mapping[str, Any] | None = None,
 ) -> ModelBundle:
     """Fit a pipeline on all ``clips`` and wrap it with its provenance.
 
@@ -617,7 +542,7 @@ def train_model(
         Clips of a speaker needed before prediction uses their own statistics.
     temperature : float, default 1.0
         Probability temperature stored in the bundle (e.g. from
-        :func:`ser_engine.evaluation.fit_temperature` on speaker-independent
+        :func:`ser_engine.calibration.fit_temperature` on speaker-independent
         out-of-fold predictions of the training speakers).
     unsure_below : float, optional
         Default confidence threshold of :attr:`Prediction.unsure`, stored
@@ -626,6 +551,10 @@ def train_model(
         Condition name -> features of the same clips degraded that way
         (:func:`featurize_condition`), added as extra training rows (each
         normalised per speaker from that speaker's degraded clips).
+    recipe : mapping, optional
+        :meth:`ser_engine.recipe.Recipe.to_dict` of the recipe these
+        arguments come from, stored as ``metadata["recipe"]``
+        (``Recipe.from_bundle`` reads it back).
 
     Returns
     -------
@@ -706,5 +635,7 @@ def train_model(
         metadata["unsure_below"] = float(unsure_below)
     if metrics is not None:
         metadata["metrics"] = dict(metrics)
+    if recipe is not None:
+        metadata["recipe"] = dict(recipe)
     return ModelBundle(pipeline=pipeline, labels=labels, feature_config=config, metadata=metadata,
                        normalizer=normalizer, temperature=temperature)  # fmt: skip

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from ser_engine.bundle import load_bundle
-from ser_engine.cli import main
+from ser_engine.cli import _recipe, build_parser, main
+from ser_engine.features import FeatureConfig
+from ser_engine.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,9 +105,26 @@ def test_corpus_errors(tmp_path: Path, capsys) -> None:
 
 
 # -------------------------------------------------------- evaluate and train
+def test_recipe_flags_default_to_the_shipped_recipe() -> None:
+    parser = build_parser()
+    for command in ("train", "evaluate"):
+        args = parser.parse_args([command, "--corpus", "x"])
+        assert _recipe(args) == Recipe() == Recipe.from_bundle(ROOT / "models" / "ravdess-8class.json")
+    args = parser.parse_args(["train", "--corpus", "x", "--features", "tutorial", "--augment", "none", "--no-calibrate",
+                              "--normalization", "none", "--max-iter", "9", "--preset", "tutorial", "--no-scaler",
+                              "--seed", "4", "--inner-folds", "4", "--inner-fits", "2", "--min-clips", "3",
+                              "--unsure-below", "0.4", "--nested-grid"])  # fmt: skip
+    r = _recipe(args)
+    assert r == Recipe(features=FeatureConfig.tutorial(), augment=(), calibrate=False, normalization="none",
+                       mlp={"max_iter": 9}, preset="tutorial", scaler=False, seed=4, inner_folds=4, inner_fits=2,
+                       min_clips=3, unsure_below=0.4, grid=r.grid)  # fmt: skip
+    assert len(r.grid) == 6 and {"hidden_layer_sizes": (128,), "alpha": 10.0} in r.grid
+    assert main(["evaluate", "--corpus", "x", "--inner-folds", "3", "--inner-fits", "4", "--quiet"]) == 1
+
+
 def test_evaluate_writes_report_and_plots(mini_corpus: Path, feature_cache: Path, tmp_path: Path, capsys) -> None:
     out_dir = tmp_path / "reports"
-    args = ["evaluate", "--corpus", str(mini_corpus), "--features", "tutorial", "--folds", "3",
+    args = ["evaluate", "--corpus", str(mini_corpus), "--features", "tutorial", "--folds", "3", "--augment", "none",
             "--max-iter", "40", "--out-dir", str(out_dir), "--cache-dir", str(feature_cache), "--quiet"]  # fmt: skip
     assert main(args) == 0
     table = capsys.readouterr().out
@@ -115,6 +134,9 @@ def test_evaluate_writes_report_and_plots(mini_corpus: Path, feature_cache: Path
     assert report["labels"] == ["sad", "angry"] and report["mlp_params"]["max_iter"] == 40
     assert len(report["speaker"]["folds"]) == 3 and report["random"]["folds"][0]["n_test"] == 24
     assert report["feature_config"]["groups"] == ["mfcc", "mel", "chroma"]
+    # The recipe the flags built, recorded in the report: the shipped one but for the flags given.
+    assert Recipe.from_dict(report["recipe"]) == Recipe(features=FeatureConfig.tutorial(), augment=(), mlp={"max_iter": 40})
+    assert report["calibration"]["temperatures"] and len(report["calibration"]["temperatures"]) == 3
     for png in ("confusion_matrix.png", "loss_curve.png"):
         assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -127,7 +149,7 @@ def test_evaluate_writes_report_and_plots(mini_corpus: Path, feature_cache: Path
 def test_train_then_predict(mini_corpus: Path, feature_cache: Path, tmp_path: Path, capsys) -> None:
     model = tmp_path / "out" / "mini.joblib"
     args = ["train", "--corpus", str(mini_corpus), "--emotions", "angry,sad", "--features", "tutorial", "--folds", "2",
-            "--max-iter", "60", "--out", str(model), "--report-dir", str(tmp_path / "rep"),
+            "--max-iter", "60", "--augment", "noise20", "--out", str(model), "--report-dir", str(tmp_path / "rep"),
             "--cache-dir", str(feature_cache), "--quiet"]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -139,6 +161,11 @@ def test_train_then_predict(mini_corpus: Path, feature_cache: Path, tmp_path: Pa
     # The temperature fitted beside the final model reaches both the bundle and its metadata.
     assert bundle.temperature == bundle.metadata["temperature"] and bundle.temperature != 1.0
     assert (tmp_path / "rep" / "report.json").is_file()
+    # The bundle carries the recipe that made it; /retrain reads it back from the sidecar.
+    recipe = Recipe(features=FeatureConfig.tutorial(), augment=("noise20",), mlp={"max_iter": 60})
+    assert Recipe.from_bundle(bundle) == recipe == Recipe.from_bundle(model.with_suffix(".json"))
+    assert bundle.normalizer is not None and bundle.metadata["inner_folds"] == 3
+    assert bundle.pipeline.named_steps["scaler"].n_samples_seen_ == 2 * 96  # clean and noisy copies
     clip = next(mini_corpus.glob("Actor_01/03-01-05-02-*.flac"))
     assert main(["predict", "--model", str(model), "--json", str(clip)]) == 0
     row = json.loads(capsys.readouterr().out)

@@ -235,24 +235,23 @@ def test_real_speaker_normalisation_calibration_and_fallback(half_corpus) -> Non
 
 
 def test_inner_fits_hold_out_whole_speakers_for_the_temperature(half_corpus) -> None:
-    from ser_engine.evaluation import _inner_oof, _scored
+    from ser_engine.calibration import choose_recipe, inner_oof, scored_rows
 
     _, X, y, groups, _ = half_corpus
     X, y, groups = X[::2], y[::2], groups[::2]
     small = {"hidden_layer_sizes": (32,), "max_iter": 150}
     recipe = ("default", True, 0, int(y.max()) + 1)
     everything = np.arange(y.size)
-    one = _inner_oof(X, y, groups, everything, recipe, "speaker", 5, small, 3, inner_fits=1)
-    scored = _scored(one)
+    one = inner_oof(X, y, groups, everything, recipe, "speaker", 5, small, 3, inner_fits=1)
+    scored = scored_rows(one)
     # One of three inner folds: a third of the speakers, each with all or none of their clips.
     assert len(set(groups[scored])) == 4 and not set(groups[scored]) & set(groups[~scored])
     np.testing.assert_allclose(one[scored].sum(axis=1), 1.0)
     # Those rows are what the full inner CV predicts for them (the same fold, the same model).
-    full = _inner_oof(X, y, groups, everything, recipe, "speaker", 5, small, 3)
-    assert _scored(full).all()
+    full = inner_oof(X, y, groups, everything, recipe, "speaker", 5, small, 3)
+    assert scored_rows(full).all()
     np.testing.assert_allclose(one[scored], full[scored])
-    _, temperature = training.choose_recipe(X, y, groups, normalization="speaker", overrides=small, inner_folds=3,
-                                            inner_fits=1)  # fmt: skip
+    _, temperature = choose_recipe(X, y, groups, normalization="speaker", overrides=small, inner_folds=3, inner_fits=1)
     assert 0.05 <= temperature <= 20 and np.isfinite(temperature)
 
 

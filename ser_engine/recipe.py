@@ -1,0 +1,495 @@
+"""A training recipe as one value: what ``ser train``, ``ser evaluate`` and ``/retrain`` run.
+
+:class:`Recipe` is frozen configuration (features, speaker normalisation,
+augmentation, calibration, MLP preset and parameters, seed).  It is saved
+as ``metadata["recipe"]`` in every bundle that ``ser train`` or
+:func:`ser_engine.retrain.run_retrain` writes, and
+:meth:`Recipe.from_bundle` gives it back -- also for older bundles that
+only recorded the individual fields (``preset``, ``mlp_params``,
+``normalization``, ``augment``, ``temperature``, ``inner_folds`` ...).
+
+:class:`RecipeModel` runs a recipe on a feature matrix, following
+scikit-learn's estimator conventions: :meth:`RecipeModel.fit` returns the
+object, and what it learned ends in ``_`` (``normalizer_``, ``pipeline_``,
+``temperature_``, ...).
+
+The defaults of :class:`Recipe` are the shipped model's recipe
+(``models/README.md``, ``models/ravdess-8class.json``): the 2378 default
+features, per-speaker normalisation (5 clips), augmentation with Opus
+24 kbit/s, white noise at 20 dB SNR and pitch +1 semitone, a temperature
+fitted on 3 inner speaker folds, preset ``default`` (64 ReLU units,
+``alpha=3``), seed 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from .bundle import ModelBundle, sidecar_path
+from .calibration import choose_recipe, normalise_split
+from .features import FeatureConfig
+from .normalization import SpeakerNormalizer
+from .predict import apply_temperature
+from .training import PRESETS, build_pipeline, fit_pipeline, mlp_params
+
+__all__ = ["RECIPE_VERSION", "Recipe", "RecipeModel"]
+
+RECIPE_VERSION: Final[int] = 1
+"""Layout version of :meth:`Recipe.to_dict`."""
+
+#: The old CLI's ``--inner-folds`` default, for bundles that were calibrated before recipes were saved.
+_OLD_INNER_FOLDS: Final[int] = 5
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively (JSON form)."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _mlp_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``MLPClassifier`` keyword arguments as the pipeline wants them (``hidden_layer_sizes`` a tuple)."""
+    out = dict(params)
+    if "hidden_layer_sizes" in out:
+        out["hidden_layer_sizes"] = tuple(int(h) for h in out["hidden_layer_sizes"])
+    return out
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides how a model is trained from a feature matrix (frozen).
+
+    Parameters
+    ----------
+    features : FeatureConfig, default FeatureConfig()
+        Features extracted from every clip (2378 values by default).
+    normalization : {"speaker", "none"}, default "speaker"
+        Standardise each speaker's features with that speaker's statistics
+        (:class:`~ser_engine.normalization.SpeakerNormalizer`), or not.
+    min_clips : int, default 5
+        Clips of a speaker before prediction uses their own statistics.
+    augment : tuple of str, default ("noise20", "opus24k", "pitch+1")
+        Conditions of :data:`ser_engine.augment.CONDITIONS` whose degraded
+        copies of every training clip are added to the training set; kept
+        sorted (the set is the recipe).
+    calibrate : bool, default True
+        Fit a probability temperature on inner speaker-independent folds.
+    inner_folds : int, default 3
+        Folds of that inner ``GroupKFold`` (also for ``grid``).
+    inner_fits : int or None, default None
+        Fit only the first ``inner_fits`` inner folds (None: all).
+    preset : str, default "default"
+        A key of :data:`ser_engine.training.PRESETS`.
+    mlp : mapping, default {}
+        ``MLPClassifier`` keyword arguments replacing the preset's (e.g. ``{"max_iter": 200}``).
+    scaler : bool, default True
+        ``StandardScaler`` before the MLP.
+    seed : int or None, default 0
+        Seed of the MLP (and of the random split of ``ser evaluate``).
+    grid : tuple of mapping, default ()
+        ``MLPClassifier`` overrides to choose from by the inner folds (``ser --nested-grid``).
+    unsure_below : float, default 0.5
+        Confidence below which an answer is flagged unsure.
+
+    Raises
+    ------
+    ValueError
+        If the preset, normalisation or a condition is unknown, or a number is out of range.
+    """
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    normalization: str = "speaker"
+    min_clips: int = 5
+    augment: tuple[str, ...] = ("noise20", "opus24k", "pitch+1")
+    calibrate: bool = True
+    inner_folds: int = 3
+    inner_fits: int | None = None
+    preset: str = "default"
+    mlp: Mapping[str, Any] = field(default_factory=dict)
+    scaler: bool = True
+    seed: int | None = 0
+    grid: tuple[Mapping[str, Any], ...] = ()
+    unsure_below: float = 0.5
+
+    def __post_init__(self) -> None:
+        from .augment import condition_parts
+
+        if self.preset not in PRESETS:
+            raise ValueError(f"Recipe: unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        if self.normalization not in ("none", "speaker"):
+            raise ValueError(f"Recipe: normalization must be 'none' or 'speaker', got {self.normalization!r}")
+        augment = tuple(sorted(dict.fromkeys(str(c) for c in self.augment)))
+        for condition in augment:
+            condition_parts(condition)  # ValueError if unknown
+        if "clean" in augment:
+            raise ValueError("Recipe: 'clean' is not an augmentation")
+        if int(self.min_clips) < 2:
+            raise ValueError(f"Recipe: min_clips must be >= 2, got {self.min_clips}")
+        if int(self.inner_folds) < 2:
+            raise ValueError(f"Recipe: inner_folds must be >= 2, got {self.inner_folds}")
+        if self.inner_fits is not None and not 1 <= int(self.inner_fits) <= int(self.inner_folds):
+            raise ValueError(f"Recipe: inner_fits must be in 1..inner_folds, got {self.inner_fits}")
+        if not 0.0 <= float(self.unsure_below) <= 1.0:
+            raise ValueError(f"Recipe: unsure_below must be in [0, 1], got {self.unsure_below}")
+        features = self.features
+        if isinstance(features, Mapping):
+            features = FeatureConfig.from_dict(dict(features))
+        set_ = object.__setattr__
+        set_(self, "features", features)
+        set_(self, "augment", augment)
+        set_(self, "min_clips", int(self.min_clips))
+        set_(self, "inner_folds", int(self.inner_folds))
+        set_(self, "inner_fits", None if self.inner_fits is None else int(self.inner_fits))
+        set_(self, "mlp", _mlp_overrides(self.mlp))
+        set_(self, "grid", tuple(_mlp_overrides(g) for g in self.grid))
+        set_(self, "seed", None if self.seed is None else int(self.seed))
+        set_(self, "unsure_below", float(self.unsure_below))
+        mlp_params(self.preset, self.mlp)  # unknown preset already refused; keeps the check in one place
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    # ------------------------------------------------------------ derived
+    def mlp_params(self) -> dict[str, Any]:
+        """The ``MLPClassifier`` keyword arguments: the preset's, with :attr:`mlp` applied (a fresh dict)."""
+        return mlp_params(self.preset, self.mlp)
+
+    def with_mlp(self, **overrides: Any) -> Recipe:
+        """A copy whose :attr:`mlp` also sets ``overrides`` (e.g. ``max_iter=200``)."""
+        return replace(self, mlp={**self.mlp, **overrides})
+
+    def describe(self) -> str:
+        """One line for people, e.g. ``"2378 features, normalisation speaker, augmentation noise20, ..."``."""
+        params = self.mlp_params()
+        return (
+            f"{self.features.n_features} features, normalisation {self.normalization}, "
+            f"augmentation {', '.join(self.augment) or 'none'}, "
+            f"calibration {f'{self.inner_folds} inner folds' if self.calibrate else 'none'}, "
+            f"MLP {list(params['hidden_layer_sizes'])} alpha {params['alpha']} max_iter {params['max_iter']}, "
+            f"seed {self.seed}"
+        )
+
+    def evaluate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`ser_engine.evaluation.evaluate` that this recipe decides."""
+        return {
+            "preset": self.preset, "scaler": self.scaler, "overrides": dict(self.mlp) or None,
+            "random_state": self.seed, "normalization": self.normalization, "min_clips": self.min_clips,
+            "grid": list(self.grid) or None, "calibrate": self.calibrate, "inner_folds": self.inner_folds,
+            "inner_fits": self.inner_fits, "unsure_below": self.unsure_below,
+        }  # fmt: skip
+
+    def calibration_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`ser_engine.calibration.choose_recipe` that this recipe decides."""
+        return {
+            "preset": self.preset, "scaler": self.scaler, "overrides": dict(self.mlp) or None,
+            "random_state": self.seed, "normalization": self.normalization, "min_clips": self.min_clips,
+            "grid": list(self.grid) or None, "calibrate": self.calibrate, "inner_folds": self.inner_folds,
+            "inner_fits": self.inner_fits,
+        }  # fmt: skip
+
+    # ------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict with a ``"version"`` key; :meth:`from_dict` inverts it."""
+        out: dict[str, Any] = {"version": RECIPE_VERSION}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if isinstance(value, FeatureConfig) else _plain(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        """Build a recipe from :meth:`to_dict` output.
+
+        Raises
+        ------
+        ValueError
+            Unknown keys, a newer layout version, or invalid values.
+        """
+        data = dict(data)
+        version = data.pop("version", RECIPE_VERSION)
+        if not isinstance(version, int) or version > RECIPE_VERSION:
+            raise ValueError(f"Recipe: layout version {version!r} is newer than this engine's {RECIPE_VERSION}")
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"Recipe: unknown keys {sorted(unknown)}")
+        if isinstance(data.get("features"), Mapping):
+            data["features"] = FeatureConfig.from_dict(dict(data["features"]))
+        for key in ("augment", "grid"):
+            if key in data:
+                data[key] = tuple(data[key])
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"Recipe: {exc}") from None
+
+    @classmethod
+    def from_bundle(cls, source: ModelBundle | str | os.PathLike[str] | Mapping[str, Any]) -> Recipe:
+        """The recipe a bundle was trained with.
+
+        Bundles written since recipes exist carry ``metadata["recipe"]``.
+        For older ones it is reconstructed from the metadata fields they
+        do have: ``preset`` and ``mlp_params`` (overrides = the parameters
+        that differ from the preset's), ``scaler``, ``random_state``,
+        ``normalization`` and ``min_clips`` (absent: ``"none"``),
+        ``augment``, ``unsure_below``; calibrated when the temperature is
+        not 1, with ``inner_folds`` (absent: 5, the CLI's default then) and
+        ``inner_fits``; the features are the bundle's.
+
+        Parameters
+        ----------
+        source : ModelBundle, path or mapping
+            A loaded bundle; the path of a bundle's ``.joblib`` or ``.json``
+            sidecar (only the sidecar is read: nothing is unpickled); or a
+            sidecar's parsed JSON.
+
+        Returns
+        -------
+        Recipe
+
+        Raises
+        ------
+        OSError
+            If the sidecar cannot be read.
+        ValueError
+            If the metadata describes no valid recipe (e.g. an unknown preset).
+        """
+        if isinstance(source, ModelBundle):
+            features, metadata, temperature = source.feature_config.to_dict(), source.metadata, source.temperature
+        else:
+            if isinstance(source, Mapping):
+                sidecar = source
+            else:
+                path = Path(source)
+                path = path if path.suffix == ".json" else sidecar_path(path)
+                sidecar = json.loads(path.read_text(encoding="utf-8"))
+            features = dict(sidecar.get("feature_config") or {})
+            metadata = dict(sidecar.get("metadata") or {})
+            temperature = float(sidecar.get("temperature", metadata.get("temperature", 1.0)))
+        if isinstance(metadata.get("recipe"), Mapping):
+            return cls.from_dict(metadata["recipe"])
+        preset = str(metadata.get("preset", "default"))
+        if preset not in PRESETS:
+            raise ValueError(f"Recipe.from_bundle: unknown preset {preset!r}")
+        params = _mlp_overrides(metadata.get("mlp_params") or {})
+        base = mlp_params(preset)
+        overrides = {k: v for k, v in params.items() if base.get(k, object()) != v}
+        calibrated = float(temperature) != 1.0
+        seed = metadata.get("random_state", 0)
+        return cls(
+            features=FeatureConfig.from_dict(features) if features else FeatureConfig(),
+            normalization=str(metadata.get("normalization", "none")),
+            min_clips=int(metadata.get("min_clips", 5)),
+            augment=tuple(metadata.get("augment") or ()),
+            calibrate=calibrated,
+            inner_folds=int(metadata.get("inner_folds", _OLD_INNER_FOLDS)),
+            inner_fits=metadata.get("inner_fits"),
+            preset=preset,
+            mlp=overrides,
+            scaler=bool(metadata.get("scaler", True)),
+            seed=seed if isinstance(seed, int) or seed is None else 0,
+            grid=(),
+            unsure_below=float(metadata.get("unsure_below", 0.5)),
+        )
+
+
+class RecipeModel:
+    """A :class:`Recipe` fitted to a feature matrix (scikit-learn conventions).
+
+    Parameters
+    ----------
+    recipe : Recipe
+
+    Attributes
+    ----------
+    normalizer_ : SpeakerNormalizer or None
+        Fallback statistics of the training speakers (``normalization == "speaker"``).
+    pipeline_ : sklearn.pipeline.Pipeline
+        ``[StandardScaler ->] MLPClassifier``, fitted on the normalised rows and their degraded copies.
+    temperature_ : float
+        Probability temperature (1.0 when the recipe does not calibrate).
+    overrides_ : dict
+        ``MLPClassifier`` overrides used (the recipe's, with the grid's choice).
+    classes_ : np.ndarray of int
+        Class indices seen in training.
+    converged_ : bool
+        Whether the MLP met its tolerance before ``max_iter``.
+    n_iter_ : int
+        MLP epochs run.
+    """
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        groups: Sequence[str] | np.ndarray,
+        *,
+        augment: Mapping[str, np.ndarray] | None = None,
+        sample_weight: np.ndarray | None = None,
+        calibrate: bool | None = None,
+        n_jobs: int = 1,
+    ) -> RecipeModel:
+        """Fit the recipe on all rows.
+
+        Parameters
+        ----------
+        X : np.ndarray, shape (n_rows, recipe.features.n_features)
+            Raw (unnormalised) features of clean clips.
+        y : np.ndarray, shape (n_rows,), int
+            Class indices.
+        groups : sequence of str, shape (n_rows,)
+            Speaker of each row (normalisation and inner folds).
+        augment : mapping of str to np.ndarray, shape (n_rows, n_features), optional
+            The recipe's degraded copies of the rows (keys ⊇ ``recipe.augment``;
+            NaN rows: no copy, e.g. feedback given as features only).
+        sample_weight : np.ndarray, shape (n_rows,), optional
+            Weight of each row (its degraded copies weigh the same).
+        calibrate : bool, optional
+            Override of ``recipe.calibrate`` (False: skip the inner folds,
+            e.g. when only labels are scored -- a temperature never changes them).
+        n_jobs : int, default 1
+            Processes for the inner folds.
+
+        Returns
+        -------
+        RecipeModel
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            If shapes disagree or an augmentation of the recipe is missing.
+        """
+        r = self.recipe
+        X = np.asarray(X)
+        y = np.asarray(y, dtype=np.int64)
+        groups = np.asarray([str(g) for g in groups])
+        if X.ndim != 2 or X.shape[1] != r.features.n_features or y.shape != (X.shape[0],) or groups.shape != y.shape:
+            raise ValueError(
+                f"RecipeModel.fit: X {X.shape}, y {y.shape}, groups {groups.shape}; "
+                f"expected {r.features.n_features} features"
+            )
+        missing = [c for c in r.augment if c not in (augment or {})]
+        if missing:
+            raise ValueError(f"RecipeModel.fit: no features for the augmentation(s) {missing}")
+        extra = {c: np.asarray(augment[c]) for c in r.augment} if augment else {}
+        if any(A.shape != X.shape for A in extra.values()):
+            raise ValueError(f"RecipeModel.fit: every augmentation matrix must have the shape of X, {X.shape}")
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        overrides = dict(r.mlp)
+        temperature = 1.0
+        if r.grid or (r.calibrate if calibrate is None else calibrate):
+            kwargs = r.calibration_kwargs()
+            kwargs["calibrate"] = r.calibrate if calibrate is None else calibrate
+            chosen, temperature = choose_recipe(X, y, groups, **kwargs, augment=extra or None, n_jobs=n_jobs,
+                                                sample_weight=w)  # fmt: skip
+            overrides = dict(chosen or {})
+        everything = np.arange(y.size)
+        Xtr, rows, _, nz = normalise_split(X, groups, everything, everything[:0], r.normalization, r.min_clips,
+                                           extra or None)  # fmt: skip
+        pipe = build_pipeline(r.preset, scaler=r.scaler, random_state=r.seed, overrides=overrides)
+        self.converged_ = fit_pipeline(pipe, Xtr, y[rows], sample_weight=None if w is None else w[rows])
+        mlp = pipe.named_steps["mlp"]
+        # Adam's moment estimates double the pickle and serve only to resume training.
+        if hasattr(mlp, "_optimizer"):
+            del mlp._optimizer
+        self.pipeline_ = pipe
+        self.normalizer_: SpeakerNormalizer | None = nz
+        self.temperature_ = float(temperature)
+        self.overrides_ = overrides
+        self.classes_ = np.asarray(pipe.classes_)
+        self.n_iter_ = int(mlp.n_iter_)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "pipeline_"):
+            raise ValueError("RecipeModel: not fitted; call fit first")
+
+    def predict_proba(self, X: np.ndarray, groups: Sequence[str] | np.ndarray | None = None, *,
+                      calibrated: bool = True) -> np.ndarray:  # fmt: skip
+        """Probabilities of held-out rows.
+
+        Parameters
+        ----------
+        X : np.ndarray, shape (n_rows, n_features)
+            Raw features.
+        groups : sequence of str, shape (n_rows,), optional
+            Speakers: each one's rows are normalised with the statistics of
+            those same rows (as the bot does once it knows a user's notes);
+            None: the training speakers' fallback statistics.
+        calibrated : bool, default True
+            Apply :attr:`temperature_`.
+
+        Returns
+        -------
+        np.ndarray, shape (n_rows, len(classes_)), float64
+            Columns in the order of :attr:`classes_`.
+        """
+        self._check_fitted()
+        Z = np.asarray(X)
+        if self.normalizer_ is not None:
+            Z = self.normalizer_.transform(Z) if groups is None else self.normalizer_.transform_groups(Z, groups)
+        P = self.pipeline_.predict_proba(np.asarray(Z, dtype=np.float32))
+        return apply_temperature(P, self.temperature_) if calibrated else np.asarray(P, dtype=np.float64)
+
+    def predict(self, X: np.ndarray, groups: Sequence[str] | np.ndarray | None = None) -> np.ndarray:
+        """Class index of each row (as :meth:`predict_proba`; the temperature never changes it).
+
+        Returns
+        -------
+        np.ndarray, shape (n_rows,), int
+        """
+        self._check_fitted()
+        return self.classes_[self.predict_proba(X, groups, calibrated=False).argmax(axis=1)]
+
+    def to_bundle(self, labels: Sequence[str], metadata: Mapping[str, Any] | None = None) -> ModelBundle:
+        """Wrap the fitted model as a :class:`~ser_engine.bundle.ModelBundle`.
+
+        Parameters
+        ----------
+        labels : sequence of str
+            Class names, index = class.
+        metadata : mapping, optional
+            Provenance; ``recipe`` (:meth:`Recipe.to_dict`, with the grid's choice in ``mlp``),
+            ``preset``, ``mlp_params``, ``scaler``, ``random_state``, ``normalization``,
+            ``min_clips``, ``augment``, ``temperature``, ``unsure_below``, ``inner_folds``,
+            ``n_iter`` and ``converged`` are added.
+
+        Returns
+        -------
+        ModelBundle
+
+        Raises
+        ------
+        ValueError
+            If not fitted or a class of ``labels`` was never seen in training.
+        """
+        self._check_fitted()
+        r = replace(self.recipe, mlp=self.overrides_, grid=())
+        params = r.mlp_params()
+        meta = dict(metadata or {})
+        meta.update({
+            "recipe": r.to_dict(), "preset": r.preset, "mlp_params": _plain(params), "scaler": r.scaler,
+            "random_state": r.seed, "normalization": r.normalization, "min_clips": r.min_clips,
+            "augment": list(r.augment), "temperature": self.temperature_, "unsure_below": r.unsure_below,
+            "n_iter": self.n_iter_, "converged": bool(self.converged_),
+        })  # fmt: skip
+        if r.calibrate:
+            meta["inner_folds"] = r.inner_folds
+            if r.inner_fits is not None:
+                meta["inner_fits"] = r.inner_fits
+        return ModelBundle(pipeline=self.pipeline_, labels=tuple(labels), feature_config=r.features, metadata=meta,
+                           normalizer=self.normalizer_, temperature=self.temperature_)  # fmt: skip
