@@ -21,7 +21,9 @@ import logging
 import os
 import re
 import secrets
+import signal
 import statistics
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -361,3 +363,198 @@ async def test_burst_of_500_voice_notes_from_50_users_in_10_channels(
         print("\nload figures:", json.dumps(figures))
     assert rss_after - rss_before < RSS_BOUND_MB, figures
     assert lag_p99 < LAG_P99_BOUND_S, figures
+
+
+# ------------------------------------------- a burst on the process a user starts
+BURST_NOTES, BURST_MEMBERS = 200, 20  # issue 13, point 15: in one channel within 0.1 s
+SHUTDOWN_NOTES = 40
+PROCESS_RSS_BOUND_MB = 300.0
+SHUTDOWN_BOUND_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def long_notes(tmp_path_factory: pytest.TempPathFactory, voice_note_factory: Any) -> list[tuple[bytes, float]]:
+    """Three distinct voice notes of about 30 s of real speech at 256 kb/s (about 1 MB each), with durations (s).
+
+    Each is the four fixture clips in another order, twice over: notes of
+    the size a member's long voice message has, so that holding downloads
+    shows in the bot's memory.
+    """
+    folder = tmp_path_factory.mktemp("long-notes")
+    clips = [sf.read(p, dtype="float32") for p in sorted(DATA.glob("*.flac"))]
+    sr = clips[0][1]
+    out = []
+    for k in range(3):
+        order = [clips[(k + i) % len(clips)][0] for i in range(len(clips))] * 2
+        y = np.concatenate(order)
+        src = sf.write(folder / f"long-{k}.flac", y, sr, format="FLAC") or folder / f"long-{k}.flac"
+        out.append((voice_note_factory(src, bitrate="256k").read_bytes(), len(y) / sr))
+    return out
+
+
+def process_status_mb(pid: int, field: str) -> float:
+    """A ``VmRSS``/``VmHWM`` line of ``/proc/<pid>/status``, in MB (kB / 1024)."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, flags=re.M)
+    assert match, f"{field} missing from /proc/{pid}/status"
+    return int(match.group(1)) / 1024
+
+
+async def wait_for_log(path: Path, needle: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while needle not in path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{needle!r} not logged within {timeout} s"
+        await asyncio.sleep(0.1)
+
+
+def reply_ids(fake: FakeDiscord, notes: list[dict[str, Any]]) -> Counter[str]:
+    """How many bot messages reply to each of ``notes`` (by message id)."""
+    wanted = {n["id"] for n in notes}
+    return Counter(
+        str(m["message_reference"]["message_id"])
+        for m in list(fake.messages.values())
+        if m["author"]["id"] == fake.bot_user["id"] and m.get("message_reference")
+        and str(m["message_reference"]["message_id"]) in wanted
+    )  # fmt: skip
+
+
+def dropped_in_log(text: str, notes: list[dict[str, Any]]) -> set[str]:
+    """Notes whose reply the bot logged as dropped for its channel's backlog."""
+    found = set(re.findall(r"voice message (\d+): (?:refusal|answer) dropped", text))
+    return found & {n["id"] for n in notes}
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_python_m_bot_survives_a_burst_of_200_notes_in_one_channel_and_stops_within_10_s(
+    long_notes: list[tuple[bytes, float]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 13 (15): 200 voice notes from 20 members in one channel within 0.1 s, default settings.
+
+    Every note gets at most one reply, and a note without a reply was logged
+    as dropped; only the notes that are answered are downloaded; nothing is
+    still waiting once the replies' bound passed; the bot process's peak RSS
+    stays under 300 MB. Then, with answers waiting in the pacer, SIGINT stops
+    the process within 10 s, without a traceback, with one log line giving
+    the number of dropped replies.
+    """
+    from ser_engine.predict import Predictor
+
+    predictor = Predictor.load(model_file())
+    expected = {(await asyncio.to_thread(predictor.predict, c)).label for c, _ in long_notes}
+    async with FakeDiscord(token="MTA5.burst." + secrets.token_urlsafe(24)) as fake:
+        members = [fake.add_member(f"burst{i:02d}") for i in range(BURST_MEMBERS)]  # in GUILD_CREATE
+        env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+        env.update(
+            PYTHONPATH=str(ROOT), DISCORD_TOKEN=fake.token, DISCORD_API_BASE_URL=fake.base_url,
+            SER_MODEL_PATH=str(model_file()), LOG_LEVEL="INFO", DATA_DIR=str(tmp_path / "data"),
+            SER_REGISTRY_DIR=str(tmp_path / "registry"),
+        )  # fmt: skip  -- every flood-control setting at its default, as a new user runs it
+        defaults = Settings(_env_file=None, discord_token="x")
+        reply_bound_s = 2 * defaults.ser_request_timeout_s + 10  # analysis, then the reply's wait, then slack
+        log_path = tmp_path / "bot.log"
+        with open(log_path, "wb") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file, stderr=log_file,
+            )  # fmt: skip
+            try:
+                await fake.wait_until_connected(timeout=90)
+                await wait_for_log(log_path, "logged in as", timeout=30)  # the guild cache is complete
+
+                def notes(n: int) -> list[dict[str, Any]]:
+                    return [
+                        fake.add_attachment(long_notes[i % 3][0], "voice-message.ogg", "audio/ogg",
+                                            voice_message=True, duration_s=long_notes[i % 3][1])
+                        for i in range(n)
+                    ]  # fmt: skip
+
+                # ---- the burst
+                attachments = notes(BURST_NOTES)
+                mark = fake.mark()
+                t0 = time.perf_counter()
+                burst = await asyncio.gather(*(
+                    fake.send_message(attachments=[a], flags=VOICE_MESSAGE, member=members[i % BURST_MEMBERS])
+                    for i, a in enumerate(attachments)
+                ))  # fmt: skip
+                dispatch_s = time.perf_counter() - t0
+                deadline = time.monotonic() + reply_bound_s
+                while True:
+                    replied = reply_ids(fake, burst)
+                    dropped = dropped_in_log(log_path.read_text(errors="replace"), burst)
+                    if len(replied) + len(dropped) >= BURST_NOTES or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.5)
+                settled_s = time.perf_counter() - t0
+                quiet_mark = fake.mark()
+                await asyncio.sleep(3.0)
+                late = fake.find_requests("POST", r"^/channels/\d+/messages$", since=quiet_mark)
+                hwm = process_status_mb(proc.pid, "VmHWM")
+                burst_downloads = [r for r in fake.requests[mark:] if r.path.startswith("/attachments/")]
+                replies = [
+                    m for m in list(fake.messages.values())
+                    if m["author"]["id"] == fake.bot_user["id"] and m.get("message_reference")
+                    and str(m["message_reference"]["message_id"]) in {n["id"] for n in burst}
+                ]  # fmt: skip
+
+                # ---- replies waiting in the pacer when SIGINT arrives
+                more = notes(SHUTDOWN_NOTES)
+                second = await asyncio.gather(*(
+                    fake.send_message(attachments=[a], flags=VOICE_MESSAGE, member=members[i % BURST_MEMBERS])
+                    for i, a in enumerate(more)
+                ))  # fmt: skip
+                await asyncio.sleep(3.0)  # answers are ready by now; the channel's bucket lets ~1 out per second
+                proc.send_signal(signal.SIGINT)
+                t_stop = time.perf_counter()
+                try:
+                    code: int | None = await asyncio.wait_for(proc.wait(), 30)
+                except TimeoutError:
+                    code = None  # killed below
+                stop_s = time.perf_counter() - t_stop
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        second_replies = reply_ids(fake, second)
+    output = log_path.read_text(errors="replace")
+
+    answers = [m for m in replies if m.get("embeds")]
+    shutdown_lines = re.findall(r"shutdown: dropped (\d+) repl", output)
+    shutdown_dropped = int(shutdown_lines[0]) if shutdown_lines else -1
+    figures = {
+        "notes": BURST_NOTES,
+        "dispatch_s": round(dispatch_s, 3),
+        "settled_s": round(settled_s, 1),
+        "answered": len(answers),
+        "refusals_sent": len(replies) - len(answers),
+        "dropped": len(dropped),
+        "downloads": len(burst_downloads),
+        "note_kb": [round(len(b) / 1024) for b, _ in long_notes],
+        "bot_peak_rss_mb": round(hwm, 1),
+        "sigint_to_exit_s": round(stop_s, 2),
+        "dropped_at_shutdown": shutdown_dropped,
+        "tracebacks": output.count("Traceback"),
+    }
+    with capsys.disabled():
+        print("\nburst figures:", json.dumps(figures))
+
+    # The burst: at most one reply per note; a note without one was logged as dropped.
+    assert max(replied.values(), default=0) == 1 and not (set(replied) & dropped), output[-3000:]
+    assert len(replied) + len(dropped) == BURST_NOTES, (len(replied), len(dropped))
+    assert {embed_label(m["embeds"][0])[0] for m in answers} <= expected
+    assert 1 <= len(answers) <= BURST_NOTES
+    # Only notes that were answered were downloaded, each once: refused notes were never fetched.
+    assert len(burst_downloads) == len(answers), (len(burst_downloads), len(answers))
+    assert not late, "replies were still being sent after the bound"
+    assert hwm < PROCESS_RSS_BOUND_MB, hwm
+
+    # SIGINT with replies waiting: stops within 10 s, says how many it dropped, no traceback.
+    assert code == 0, output[-3000:]
+    assert stop_s < SHUTDOWN_BOUND_S, stop_s
+    assert "Traceback" not in output and "Session is closed" not in output, output[-3000:]
+    assert len(shutdown_lines) == 1, shutdown_lines
+    assert shutdown_dropped >= 1
+    assert max(second_replies.values(), default=0) <= 1
+    second_dropped = dropped_in_log(output, second)
+    assert len(second_replies) + len(second_dropped) + shutdown_dropped == SHUTDOWN_NOTES, (
+        len(second_replies), len(second_dropped), shutdown_dropped,
+    )  # fmt: skip
