@@ -36,7 +36,7 @@ from bot.cogs.emotion.cog import VOICE_NOTE_EVENT, VoiceNoteOutcome
 from bot.config import Settings
 from bot.discord_api import restore_defaults
 from bot.storage import Store, StoreUnavailableError, sqlite_url
-from bot.storage.models import Analysis
+from bot.storage.models import AlertLog, Analysis
 from tests._storage_db import pg_admin_fixture, require_pg  # noqa: F401 (pg_admin fixture)
 from tests.fake_discord import FakeDiscord, RecordedRequest
 from tests.fake_discord import payloads as p
@@ -600,3 +600,54 @@ async def test_with_an_unreachable_database_notes_are_not_answered_in_public_and
     assert "Traceback" not in output and "secret-pw" not in output and fake.token not in output
     assert "database is unavailable" in output
     assert not (tmp_path / "data").exists()  # DATABASE_URL given: no SQLite file on the side
+
+
+# ------------------------------------- servers left while the bot was offline
+async def test_the_sweep_after_ready_deletes_the_data_of_servers_the_bot_is_no_longer_in(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """Issue 13 (8): rows of a server that READY does not list go; rows of present servers and DMs stay."""
+    url = sqlite_url(tmp_path / "ser.db")
+    now = datetime.now(UTC)
+    async with FakeDiscord(token="MTA5.gone." + secrets.token_urlsafe(24)) as fake:
+        present, departed = int(fake.guild_id), int(p.snowflake())  # the fake lists only its own guild in READY
+        common: dict[str, Any] = dict(
+            channel_id=int(fake.channel["id"]), label="calm", confidence=0.7, probabilities={"calm": 0.7},
+            model_version="m", duration_s=2.0, created_at=now - timedelta(days=1),
+        )  # fmt: skip
+        async with Store(url) as st:  # written while the bot was offline
+            for i, guild in enumerate((present, departed, departed, None)):
+                await st.record_analysis(guild_id=guild, user_id=777_000 + i, message_id=9_000 + i, **common)
+            for guild in (present, departed):
+                configured = await st.update_guild_settings(
+                    guild, retention_days=7, modlog_channel_id=1, alert_emotions=["calm"], alert_threshold=0.5
+                )
+                assert await st.should_alert(guild, 1, 2, "calm", 0.9, now=now, settings=configured)  # an alert_log row
+        settings = Settings(
+            _env_file=None, discord_token=fake.token, discord_api_base_url=fake.base_url, database_url=url,
+            data_dir=tmp_path / "data", ser_model_path=model_path, ser_workers=1,
+        )  # fmt: skip
+        client = SERBot(settings, guild_ready_timeout=0.2)
+        isolate_model_registry(client, tmp_path / "registry")
+        runner = asyncio.create_task(client.start(settings.discord_token.get_secret_value()))
+        try:
+            async with Store(url) as st:
+                await asyncio.wait_for(client.wait_until_ready(), 90)
+                assert [g.id for g in client.guilds] == [present]
+                for _ in range(100):
+                    if not await rows(st, guild_id=departed):
+                        break
+                    await asyncio.sleep(0.1)
+                assert await rows(st, guild_id=departed) == []
+                assert (await st.get_guild_settings(departed)).retention_days == 30  # its settings row is gone
+                assert len(await rows(st, guild_id=present)) == 1  # the server the bot is in keeps its data
+                assert (await st.get_guild_settings(present)).retention_days == 7
+                async with st.engine.connect() as conn:  # the direct message's analysis is no server's data
+                    dm_rows = (await conn.execute(select(Analysis.id).where(Analysis.guild_id.is_(None)))).all()
+                    alert_guilds = (await conn.execute(select(AlertLog.guild_id))).scalars().all()
+                assert len(dm_rows) == 1
+                assert alert_guilds == [present]
+        finally:
+            await client.close()
+            await asyncio.wait_for(runner, 30)
+            restore_defaults()
