@@ -317,8 +317,8 @@ async def test_burst_of_500_voice_notes_from_50_users_in_10_channels(
             downloads = [r for r in fake.requests[mark:] if r.path.startswith("/attachments/")]
             leftover_429 = [f for f in fake._failures if f[2].status == 429]
 
-    # Every note answered or refused once, in reply to itself -- or its refusal dropped: refusals never wait
-    # for a reply slot, so those beyond a channel's spare tokens are not sent (issue 13, point 15).
+    # Every note answered or refused once, in reply to itself -- or its refusal dropped: a refusal waits
+    # behind at most one burst of replies in its channel, else it is not sent (issue 13, point 15).
     assert len(outcomes.items) == len(sent)
     assert Counter(o.message_id for o in outcomes.items) == Counter(int(m["id"]) for m, _ in sent)
     outcome_of = {o.message_id: o for o in outcomes.items}

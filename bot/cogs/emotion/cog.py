@@ -68,7 +68,7 @@ PRIVACY_UNKNOWN = (
     "I can't check privacy settings right now (my database is unavailable), so I didn't analyse this voice "
     "message. Please try again later."
 )
-#: Refusals that never wait for a reply slot: dropped when their channel has no token to spare.
+#: Refusals that wait for a reply slot behind at most one burst of replies, else are dropped.
 REFUSALS: tuple[type[Exception], ...] = (CooldownError, ServiceBusyError, ServiceClosedError)
 #: Name of the event dispatched after each voice note (listen with ``on_voice_note_processed``).
 VOICE_NOTE_EVENT = "voice_note_processed"
@@ -108,8 +108,9 @@ class VoiceNoteOutcome:
         Whether an alert was posted in the mod-log channel.
     dropped : bool
         The answer or refusal was not sent: the channel's reply backlog was
-        too long (a refusal never waits, an answer at most
-        ``SER_REQUEST_TIMEOUT_S``), the bot was stopping, or Discord refused it.
+        too long (a refusal waits behind one burst of replies at most, an
+        answer at most ``SER_REQUEST_TIMEOUT_S``), the bot was stopping, or
+        Discord refused it.
     """
 
     message_id: int
@@ -205,6 +206,8 @@ class EmotionCog(commands.Cog, name="Emotion"):
         self.pacer = ReplyPacer(s.ser_channel_reply_burst, s.ser_channel_replies_per_s)
         #: Longest wait of an answer for its channel's token (s): as long as an analysis may take.
         self.reply_max_wait_s = s.ser_request_timeout_s
+        #: Longest wait of a refusal (s): one burst of replies ahead of it (see .limits).
+        self.refusal_max_wait_s = s.ser_channel_reply_burst / s.ser_channel_replies_per_s
         self.stopping = False  # set by begin_shutdown()
         self.dropped_for_backlog = 0  # replies not sent: their channel's backlog was too long
         self.dropped_at_shutdown = 0  # replies not sent: the bot was stopping
@@ -377,7 +380,8 @@ class EmotionCog(commands.Cog, name="Emotion"):
         """Answer ``message``: a reply in its channel, or a DM to its author (``by_dm``, guild messages).
 
         The reply waits for its channel's token (:class:`~.limits.ReplyPacer`)
-        at most :attr:`reply_max_wait_s` seconds; a ``refusal`` never waits.
+        at most :attr:`reply_max_wait_s` seconds, a ``refusal`` at most
+        :attr:`refusal_max_wait_s` (one burst of replies ahead of it).
         A reply that would wait longer, or that is still waiting when the bot
         stops, is dropped: nothing is sent once shutdown began.
 
@@ -388,7 +392,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
         """
         extra: dict[str, Any] = {} if view is None else {"view": view}
         key = message.author.id if by_dm else message.channel.id
-        max_wait_s = 0.0 if refusal else self.reply_max_wait_s
+        max_wait_s = self.refusal_max_wait_s if refusal else self.reply_max_wait_s
         if not await self.pacer.wait(key, max_wait_s=max_wait_s) or self.stopping or self.bot.is_closed():
             if self.stopping or self.bot.is_closed():
                 self.dropped_at_shutdown += 1

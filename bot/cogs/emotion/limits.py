@@ -19,11 +19,13 @@ Two independent limits protect the bot and Discord's rate limits:
 
   A reply never waits longer than the caller's ``max_wait_s``: a reply that
   would is *dropped* (no token is taken, so it delays nobody). Refusals
-  (cool-down, busy) pass ``max_wait_s=0``: they are sent only while the
-  channel has a token to spare and never queue behind answers. In the burst
-  of issue 13 (200 notes in one channel within 0.1 s), queued refusals were
-  what kept 136 replies waiting a minute later. :meth:`ReplyPacer.close`
-  (at shutdown) releases every waiting reply as dropped.
+  (cool-down, busy) pass the time one burst takes to drain
+  (``burst / per_s``, 5 s at the defaults): a refusal queues behind at most
+  one burst of replies and is dropped when the backlog is longer. In the
+  burst of issue 13 (200 notes in one channel within 0.1 s), queued
+  refusals were what kept 136 replies waiting a minute later.
+  :meth:`ReplyPacer.close` (at shutdown) releases every waiting reply as
+  dropped.
 
   The bucket reserves a token and computes the wait *before* waiting, which
   the drop decision needs; ``aiolimiter.AsyncLimiter`` can only say whether
@@ -217,7 +219,8 @@ class ReplyPacer:
         channel_id : int
             The channel (or user, for direct messages) the reply goes to.
         max_wait_s : float, optional
-            Longest acceptable wait in seconds (``0``: only if a token is free now).
+            Longest acceptable wait in seconds (``0``: only if a token is free now;
+            default: unbounded).
 
         Returns
         -------
