@@ -266,7 +266,7 @@ class SERBot(commands.Bot):
         finally:
             await self._drain_event_handlers()
             dropped = sum(int(getattr(cog, "dropped_at_shutdown", 0)) for cog in stoppable)
-            log.info("shutdown: dropped %d reply(ies) still waiting to be sent", dropped)
+            log.info("shutdown: dropped %d replies still waiting to be sent", dropped)
 
     async def close(self) -> None:
         """Stop within 10 s: drop waiting replies, let running analyses finish, disconnect, close the store.

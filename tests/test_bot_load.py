@@ -557,7 +557,8 @@ async def test_python_m_bot_survives_a_burst_of_200_notes_in_one_channel_and_sto
     assert max(replied.values(), default=0) == 1 and not (set(replied) & dropped), output[-3000:]
     assert len(replied) + len(dropped) == BURST_NOTES, (len(replied), len(dropped))
     assert {embed_label(m["embeds"][0])[0] for m in answers} <= expected
-    assert 1 <= len(answers) <= BURST_NOTES
+    assert len(answers) >= defaults.ser_max_pending  # the queue's worth is answered, in time
+    assert not re.search(r"voice message \d+: answer dropped", output)  # only refusals were dropped
     # Only notes that were answered were downloaded, each once: refused notes were never fetched.
     assert len(burst_downloads) == len(answers), (len(burst_downloads), len(answers))
     assert not late, "replies were still being sent after the bound"
