@@ -251,6 +251,30 @@ def test_reply_pacer_lets_a_burst_through_then_spaces_replies() -> None:
     assert [pacer.reserve(7) for _ in range(6)] == pytest.approx([0.0] * 5 + [0.5])
 
 
+def test_reply_pacer_drops_a_reply_that_would_wait_too_long_without_taking_its_token() -> None:
+    now = [0.0]
+    pacer = ReplyPacer(2, 1.0, clock=lambda: now[0])
+    assert [pacer.reserve(7), pacer.reserve(7)] == [0.0, 0.0]
+    assert pacer.reserve(7, max_wait_s=0.5) is None  # would wait 1 s: dropped
+    assert pacer.reserve(7, max_wait_s=1.0) == pytest.approx(1.0)  # the dropped one took no token
+    assert pacer.reserve(7, max_wait_s=1.5) is None  # now 2 s behind
+    now[0] = 2.0
+    assert pacer.reserve(7, max_wait_s=0.0) == 0.0  # refilled: a refusal passes again
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_reply_pacer_close_releases_waiting_replies_as_dropped() -> None:
+    pacer = ReplyPacer(1, 0.01)  # one reply, then one per 100 s
+    assert await pacer.wait(7) is True
+    waiter = asyncio.create_task(pacer.wait(7))
+    while pacer.waiting == 0:
+        await asyncio.sleep(0.01)
+    assert pacer.close() == 1
+    assert await asyncio.wait_for(waiter, 5) is False  # released at once, not after 100 s
+    assert pacer.waiting == 0 and pacer.closed
+    assert await pacer.wait(8) is False  # nothing passes after close, even in a fresh channel
+
+
 # ------------------------------------------------------------------- burst
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory, voice_note_factory: Any) -> list[bytes]:
