@@ -245,8 +245,15 @@ class SERBot(commands.Bot):
         if self.application_id is not None:
             log.info("invite URL: %s", invite_url(self.application_id))
 
-    async def _drain_event_handlers(self, timeout_s: float = 10.0) -> None:
-        """Wait (bounded) for event handlers still running, e.g. storing an analysis.
+    #: Seconds :meth:`close` lets event handlers finish before cancelling them. With the replies
+    #: released at once (nothing waits in the pacer), a handler only finishes an analysis already
+    #: running, one store write or one HTTP request; the 10 s asked of a shutdown (issue 13) leaves
+    #: room for the service, the websocket and the store.
+    SHUTDOWN_DRAIN_S: float = 5.0
+    _shutdown_begun: bool = False
+
+    async def _drain_event_handlers(self, timeout_s: float = SHUTDOWN_DRAIN_S) -> None:
+        """Wait (bounded) for event handlers still running, e.g. storing an analysis; cancel the late ones.
 
         discord.py runs every event handler as a task named ``discord.py: on_...``.
         A handler cut off at shutdown would leave a database connection half
@@ -260,19 +267,52 @@ class SERBot(commands.Bot):
         if pending:
             _done, late = await asyncio.wait(pending, timeout=timeout_s)
             if late:
-                log.warning("shutdown: %d event handler(s) still running after %.0f s", len(late), timeout_s)
+                log.warning("shutdown: %d event handler(s) still running after %.0f s; cancelled", len(late), timeout_s)
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=1.0)
+
+    async def _stop_work(self) -> None:
+        """First half of :meth:`close`, while the HTTP session is still open.
+
+        Cogs with a ``begin_shutdown()`` method stop taking work and release
+        what waits (the emotion cog drops the replies waiting in its pacer);
+        the service refuses new requests and lets running analyses finish;
+        event handlers get :attr:`SHUTDOWN_DRAIN_S` to finish. One log line
+        says how many replies were dropped. Nothing is sent afterwards.
+        """
+        stoppable = [cog for cog in self.cogs.values() if callable(getattr(cog, "begin_shutdown", None))]
+        for cog in stoppable:
+            cog.begin_shutdown()  # type: ignore[attr-defined]
+        service, self.service = self.service, None
+        try:
+            if service is not None:
+                await service.close()
+        finally:
+            await self._drain_event_handlers()
+            dropped = sum(int(getattr(cog, "dropped_at_shutdown", 0)) for cog in stoppable)
+            log.info("shutdown: dropped %d replies still waiting to be sent", dropped)
 
     async def close(self) -> None:
-        """Unload the cogs and disconnect, let running analyses finish, stop the service, close the store."""
+        """Stop within 10 s: drop waiting replies, let running analyses finish, disconnect, close the store.
+
+        The work stops while the HTTP session is open (:meth:`_stop_work`),
+        so no reply is released after the session closed; only then are the
+        cogs unloaded and the connection closed. Safe to call more than once.
+        """
         try:
-            await super().close()
+            if not self._shutdown_begun:
+                self._shutdown_begun = True
+                await self._stop_work()
         finally:
-            service, self.service = self.service, None
             try:
-                if service is not None:
-                    await service.close()
-                await self._drain_event_handlers()
+                await super().close()
             finally:
-                store, self.store = self.store, None
-                if store is not None:
-                    await store.close()
+                service, self.service = self.service, None
+                try:
+                    if service is not None:  # close() before _stop_work ran to its end
+                        await service.close()
+                finally:
+                    store, self.store = self.store, None
+                    if store is not None:
+                        await store.close()

@@ -1,7 +1,8 @@
 """Load: a burst of 500 voice notes from 50 users in 10 channels over the fake Discord on loopback.
 
 The real SERBot (configured model, SQLite store, flood control) answers or
-politely refuses every note exactly once, each answer goes to its own
+politely refuses every note at most once (a refusal is dropped when its
+channel has no reply slot to spare), each answer goes to its own
 message and carries the engine's result for that note's bytes, some replies
 meet an HTTP 429 (which discord.py waits out), and the process's memory and
 the event loop's lag are measured. The figures are printed (``pytest -s``)
@@ -21,7 +22,9 @@ import logging
 import os
 import re
 import secrets
+import signal
 import statistics
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -248,6 +251,30 @@ def test_reply_pacer_lets_a_burst_through_then_spaces_replies() -> None:
     assert [pacer.reserve(7) for _ in range(6)] == pytest.approx([0.0] * 5 + [0.5])
 
 
+def test_reply_pacer_drops_a_reply_that_would_wait_too_long_without_taking_its_token() -> None:
+    now = [0.0]
+    pacer = ReplyPacer(2, 1.0, clock=lambda: now[0])
+    assert [pacer.reserve(7), pacer.reserve(7)] == [0.0, 0.0]
+    assert pacer.reserve(7, max_wait_s=0.5) is None  # would wait 1 s: dropped
+    assert pacer.reserve(7, max_wait_s=1.0) == pytest.approx(1.0)  # the dropped one took no token
+    assert pacer.reserve(7, max_wait_s=1.5) is None  # now 2 s behind
+    now[0] = 2.0
+    assert pacer.reserve(7, max_wait_s=0.0) == 0.0  # refilled: a refusal passes again
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_reply_pacer_close_releases_waiting_replies_as_dropped() -> None:
+    pacer = ReplyPacer(1, 0.01)  # one reply, then one per 100 s
+    assert await pacer.wait(7) is True
+    waiter = asyncio.create_task(pacer.wait(7))
+    while pacer.waiting == 0:
+        await asyncio.sleep(0.01)
+    assert pacer.close() == 1
+    assert await asyncio.wait_for(waiter, 5) is False  # released at once, not after 100 s
+    assert pacer.waiting == 0 and pacer.closed
+    assert await pacer.wait(8) is False  # nothing passes after close, even in a fresh channel
+
+
 # ------------------------------------------------------------------- burst
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory, voice_note_factory: Any) -> list[bytes]:
@@ -311,34 +338,48 @@ async def test_burst_of_500_voice_notes_from_50_users_in_10_channels(
 
             replies = bot_messages_by_reference(fake)
             posts = fake.find_requests("POST", r"^/channels/\d+/messages$", since=mark)
+            downloads = [r for r in fake.requests[mark:] if r.path.startswith("/attachments/")]
             leftover_429 = [f for f in fake._failures if f[2].status == 429]
 
-    # Every note answered or refused exactly once, in reply to itself.
+    # Every note answered or refused once, in reply to itself -- or its refusal dropped: a refusal waits
+    # behind at most one burst of replies in its channel, else it is not sent (issue 13, point 15).
     assert len(outcomes.items) == len(sent)
     assert Counter(o.message_id for o in outcomes.items) == Counter(int(m["id"]) for m, _ in sent)
-    answered = refused_cooldown = refused_busy = 0
+    outcome_of = {o.message_id: o for o in outcomes.items}
+    answered = refused_cooldown = refused_busy = dropped = 0
+    answered_by_user: Counter[str] = Counter()
     for msg, clip in sent:
+        outcome = outcome_of[int(msg["id"])]
+        if outcome.dropped:
+            assert outcome.status == "refused" and msg["id"] not in replies, outcome  # answers are never dropped
+            dropped += 1
+            continue
         (reply,) = replies.get(msg["id"], [None])  # exactly one reply per note
         assert reply is not None, f"note {msg['id']} got no reply"
         assert reply["channel_id"] == msg["channel_id"]
         if reply.get("embeds"):
             label, confidence = embed_label(reply["embeds"][0])
             assert (label, confidence) == (expected[clip].label, pytest.approx(expected[clip].confidence, abs=6e-4))
+            assert outcome.status == "answered"
             answered += 1
+            answered_by_user[msg["author"]["id"]] += 1
         elif reply["content"] == busy_text:
             refused_busy += 1
         else:
             assert re.fullmatch(r"You're sending voice messages faster .* try again in \d+ s\.", reply["content"])
             refused_cooldown += 1
     by_status = Counter(o.status for o in outcomes.items)
-    assert by_status == {"answered": answered, "refused": refused_cooldown + refused_busy}
-    # The cool-down admits exactly USER_MAX_NOTES notes per user; the bounded queue refuses some of those.
-    assert refused_cooldown == N_USERS * (NOTES_PER_USER - USER_MAX_NOTES)
-    assert answered + refused_busy == N_USERS * USER_MAX_NOTES
+    assert by_status == {"answered": answered, "refused": refused_cooldown + refused_busy + dropped}
+    # The cool-down admits at most USER_MAX_NOTES notes per user; the bounded queue refuses some of those.
+    assert max(answered_by_user.values()) <= USER_MAX_NOTES
+    assert refused_cooldown <= N_USERS * (NOTES_PER_USER - USER_MAX_NOTES)
+    assert answered + refused_busy <= N_USERS * USER_MAX_NOTES
     assert answered >= 48  # at least the queue's worth
+    # Only answered notes were downloaded: a note refused as busy is refused before its download.
+    assert len(downloads) == answered
     # discord.py waited out every injected 429 and sent those replies again: each arrived once (above).
     assert not leftover_429
-    assert len(posts) == len(sent) + RATE_LIMITED_POSTS
+    assert len(posts) == answered + refused_busy + refused_cooldown + RATE_LIMITED_POSTS
 
     lag_p50, lag_p99, lag_max = lag.quantile(0.5), lag.quantile(0.99), max(lag.lags)
     figures = {
@@ -349,6 +390,7 @@ async def test_burst_of_500_voice_notes_from_50_users_in_10_channels(
         "answered": answered,
         "refused_cooldown": refused_cooldown,
         "refused_busy": refused_busy,
+        "refusals_dropped": dropped,
         "http_429_retried": RATE_LIMITED_POSTS,
         "rss_before_mb": round(rss_before, 1),
         "rss_after_mb": round(rss_after, 1),
@@ -361,3 +403,199 @@ async def test_burst_of_500_voice_notes_from_50_users_in_10_channels(
         print("\nload figures:", json.dumps(figures))
     assert rss_after - rss_before < RSS_BOUND_MB, figures
     assert lag_p99 < LAG_P99_BOUND_S, figures
+
+
+# ------------------------------------------- a burst on the process a user starts
+BURST_NOTES, BURST_MEMBERS = 200, 20  # issue 13, point 15: in one channel within 0.1 s
+SHUTDOWN_NOTES = 40
+PROCESS_RSS_BOUND_MB = 300.0
+SHUTDOWN_BOUND_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def long_notes(tmp_path_factory: pytest.TempPathFactory, voice_note_factory: Any) -> list[tuple[bytes, float]]:
+    """Three distinct voice notes of about 30 s of real speech at 256 kb/s (about 1 MB each), with durations (s).
+
+    Each is the four fixture clips in another order, twice over: notes of
+    the size a member's long voice message has, so that holding downloads
+    shows in the bot's memory.
+    """
+    folder = tmp_path_factory.mktemp("long-notes")
+    clips = [sf.read(p, dtype="float32") for p in sorted(DATA.glob("*.flac"))]
+    sr = clips[0][1]
+    out = []
+    for k in range(3):
+        order = [clips[(k + i) % len(clips)][0] for i in range(len(clips))] * 2
+        y = np.concatenate(order)
+        src = sf.write(folder / f"long-{k}.flac", y, sr, format="FLAC") or folder / f"long-{k}.flac"
+        out.append((voice_note_factory(src, bitrate="256k").read_bytes(), len(y) / sr))
+    return out
+
+
+def process_status_mb(pid: int, field: str) -> float:
+    """A ``VmRSS``/``VmHWM`` line of ``/proc/<pid>/status``, in MB (kB / 1024)."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, flags=re.M)
+    assert match, f"{field} missing from /proc/{pid}/status"
+    return int(match.group(1)) / 1024
+
+
+async def wait_for_log(path: Path, needle: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while needle not in path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{needle!r} not logged within {timeout} s"
+        await asyncio.sleep(0.1)
+
+
+def reply_ids(fake: FakeDiscord, notes: list[dict[str, Any]]) -> Counter[str]:
+    """How many bot messages reply to each of ``notes`` (by message id)."""
+    wanted = {n["id"] for n in notes}
+    return Counter(
+        str(m["message_reference"]["message_id"])
+        for m in list(fake.messages.values())
+        if m["author"]["id"] == fake.bot_user["id"] and m.get("message_reference")
+        and str(m["message_reference"]["message_id"]) in wanted
+    )  # fmt: skip
+
+
+def dropped_in_log(text: str, notes: list[dict[str, Any]]) -> set[str]:
+    """Notes whose reply the bot logged as dropped for its channel's backlog."""
+    found = set(re.findall(r"voice message (\d+): (?:refusal|answer) dropped", text))
+    return found & {n["id"] for n in notes}
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_python_m_bot_survives_a_burst_of_200_notes_in_one_channel_and_stops_within_10_s(
+    long_notes: list[tuple[bytes, float]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 13 (15): 200 voice notes from 20 members in one channel within 0.1 s, default settings.
+
+    Every note gets at most one reply, and a note without a reply was logged
+    as dropped; only the notes that are answered are downloaded; nothing is
+    still waiting once the replies' bound passed; the bot process's peak RSS
+    stays under 300 MB. Then, with answers waiting in the pacer, SIGINT stops
+    the process within 10 s, without a traceback, with one log line giving
+    the number of dropped replies.
+    """
+    from ser_engine.predict import Predictor
+
+    predictor = Predictor.load(model_file())
+    expected = {(await asyncio.to_thread(predictor.predict, c)).label for c, _ in long_notes}
+    async with FakeDiscord(token="MTA5.burst." + secrets.token_urlsafe(24)) as fake:
+        members = [fake.add_member(f"burst{i:02d}") for i in range(BURST_MEMBERS)]  # in GUILD_CREATE
+        env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+        env.update(
+            PYTHONPATH=str(ROOT), DISCORD_TOKEN=fake.token, DISCORD_API_BASE_URL=fake.base_url,
+            SER_MODEL_PATH=str(model_file()), LOG_LEVEL="INFO", DATA_DIR=str(tmp_path / "data"),
+            SER_REGISTRY_DIR=str(tmp_path / "registry"),
+        )  # fmt: skip  -- every flood-control setting at its default, as a new user runs it
+        defaults = Settings(_env_file=None, discord_token="x")
+        reply_bound_s = 2 * defaults.ser_request_timeout_s + 10  # analysis, then the reply's wait, then slack
+        log_path = tmp_path / "bot.log"
+        with open(log_path, "wb") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file, stderr=log_file,
+            )  # fmt: skip
+            try:
+                await fake.wait_until_connected(timeout=90)
+                await wait_for_log(log_path, "logged in as", timeout=30)  # the guild cache is complete
+
+                def notes(n: int) -> list[dict[str, Any]]:
+                    return [
+                        fake.add_attachment(long_notes[i % 3][0], "voice-message.ogg", "audio/ogg",
+                                            voice_message=True, duration_s=long_notes[i % 3][1])
+                        for i in range(n)
+                    ]  # fmt: skip
+
+                # ---- the burst
+                attachments = notes(BURST_NOTES)
+                mark = fake.mark()
+                t0 = time.perf_counter()
+                burst = await asyncio.gather(*(
+                    fake.send_message(attachments=[a], flags=VOICE_MESSAGE, member=members[i % BURST_MEMBERS])
+                    for i, a in enumerate(attachments)
+                ))  # fmt: skip
+                dispatch_s = time.perf_counter() - t0
+                deadline = time.monotonic() + reply_bound_s
+                while True:
+                    replied = reply_ids(fake, burst)
+                    dropped = dropped_in_log(log_path.read_text(errors="replace"), burst)
+                    if len(replied) + len(dropped) >= BURST_NOTES or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.5)
+                settled_s = time.perf_counter() - t0
+                quiet_mark = fake.mark()
+                await asyncio.sleep(3.0)
+                late = fake.find_requests("POST", r"^/channels/\d+/messages$", since=quiet_mark)
+                hwm = process_status_mb(proc.pid, "VmHWM")
+                burst_downloads = [r for r in fake.requests[mark:] if r.path.startswith("/attachments/")]
+                replies = [
+                    m for m in list(fake.messages.values())
+                    if m["author"]["id"] == fake.bot_user["id"] and m.get("message_reference")
+                    and str(m["message_reference"]["message_id"]) in {n["id"] for n in burst}
+                ]  # fmt: skip
+
+                # ---- replies waiting in the pacer when SIGINT arrives
+                more = notes(SHUTDOWN_NOTES)
+                second = await asyncio.gather(*(
+                    fake.send_message(attachments=[a], flags=VOICE_MESSAGE, member=members[i % BURST_MEMBERS])
+                    for i, a in enumerate(more)
+                ))  # fmt: skip
+                await asyncio.sleep(3.0)  # answers are ready by now; the channel's bucket lets ~1 out per second
+                proc.send_signal(signal.SIGINT)
+                t_stop = time.perf_counter()
+                try:
+                    code: int | None = await asyncio.wait_for(proc.wait(), 30)
+                except TimeoutError:
+                    code = None  # killed below
+                stop_s = time.perf_counter() - t_stop
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        second_replies = reply_ids(fake, second)
+    output = log_path.read_text(errors="replace")
+
+    answers = [m for m in replies if m.get("embeds")]
+    shutdown_lines = re.findall(r"shutdown: dropped (\d+) repl", output)
+    shutdown_dropped = int(shutdown_lines[0]) if shutdown_lines else -1
+    figures = {
+        "notes": BURST_NOTES,
+        "dispatch_s": round(dispatch_s, 3),
+        "settled_s": round(settled_s, 1),
+        "answered": len(answers),
+        "refusals_sent": len(replies) - len(answers),
+        "dropped": len(dropped),
+        "downloads": len(burst_downloads),
+        "note_kb": [round(len(b) / 1024) for b, _ in long_notes],
+        "bot_peak_rss_mb": round(hwm, 1),
+        "sigint_to_exit_s": round(stop_s, 2),
+        "dropped_at_shutdown": shutdown_dropped,
+        "tracebacks": output.count("Traceback"),
+    }
+    with capsys.disabled():
+        print("\nburst figures:", json.dumps(figures))
+
+    # The burst: at most one reply per note; a note without one was logged as dropped.
+    assert max(replied.values(), default=0) == 1 and not (set(replied) & dropped), output[-3000:]
+    assert len(replied) + len(dropped) == BURST_NOTES, (len(replied), len(dropped))
+    assert {embed_label(m["embeds"][0])[0] for m in answers} <= expected
+    assert len(answers) >= defaults.ser_max_pending  # the queue's worth is answered, in time
+    assert not re.search(r"voice message \d+: answer dropped", output)  # only refusals were dropped
+    # Only notes that were answered were downloaded, each once: refused notes were never fetched.
+    assert len(burst_downloads) == len(answers), (len(burst_downloads), len(answers))
+    assert not late, "replies were still being sent after the bound"
+    assert hwm < PROCESS_RSS_BOUND_MB, hwm
+
+    # SIGINT with replies waiting: stops within 10 s, says how many it dropped, no traceback.
+    assert code == 0, output[-3000:]
+    assert stop_s < SHUTDOWN_BOUND_S, stop_s
+    assert "Traceback" not in output and "Session is closed" not in output, output[-3000:]
+    assert len(shutdown_lines) == 1, shutdown_lines
+    assert shutdown_dropped >= 1
+    assert max(second_replies.values(), default=0) <= 1
+    second_dropped = dropped_in_log(output, second)
+    assert len(second_replies) + len(second_dropped) + shutdown_dropped == SHUTDOWN_NOTES, (
+        len(second_replies), len(second_dropped), shutdown_dropped,
+    )  # fmt: skip

@@ -37,7 +37,7 @@ from bot.cogs.insights.cog import CANNOT_VIEW
 from bot.config import Settings
 from bot.discord_api import restore_defaults
 from bot.storage import Store, StoreUnavailableError, sqlite_url
-from bot.storage.models import Analysis
+from bot.storage.models import AlertLog, Analysis
 from tests._storage_db import pg_admin_fixture, require_pg  # noqa: F401 (pg_admin fixture)
 from tests.fake_discord import FakeDiscord, RecordedRequest
 from tests.fake_discord import payloads as p
@@ -669,10 +669,15 @@ async def test_leaving_a_server_deletes_its_stored_data(world: World, bot: SERBo
 
 
 # ------------------------------------------------ the database is unreachable
-async def test_with_an_unreachable_database_notes_are_answered_and_insights_say_so(
+async def test_with_an_unreachable_database_notes_are_not_answered_in_public_and_insights_say_so(
     tmp_path: Path, model_path: Path, angry_note: bytes
 ) -> None:
-    """``python -m bot`` with DATABASE_URL on a closed port: starts, answers, explains, stops cleanly."""
+    """``python -m bot`` with DATABASE_URL on a closed port: starts, fails closed, explains, stops cleanly.
+
+    No opt-out list and no server settings were ever read, so a voice note
+    is neither answered nor downloaded (issue 13, point 5; see
+    ``tests/test_storage_unavailable.py`` for the recovery).
+    """
     async with FakeDiscord(token="MTA5.down." + secrets.token_urlsafe(24)) as fake:
         moderator = fake.add_member("mod", permissions=MODERATOR)
         env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
@@ -690,9 +695,14 @@ async def test_with_an_unreachable_database_notes_are_answered_and_insights_say_
             try:
                 await fake.wait_until_connected(timeout=90)
                 mark = fake.mark()
-                msg, _ = await send_note(fake, angry_note, fake.human_member)
-                reply = await fake.wait_for_request("POST", messages_path(fake.channel), timeout=60, since=mark)
-                assert str(reply.json["message_reference"]["message_id"]) == msg["id"] and reply.json["embeds"]
+                msg, note = await send_note(fake, angry_note, fake.human_member)
+                for _ in range(300):
+                    if f"voice message {msg['id']} not analysed" in log_path.read_text():
+                        break
+                    await asyncio.sleep(0.1)
+                assert f"voice message {msg['id']} not analysed" in log_path.read_text()
+                assert not fake.find_requests("POST", messages_path(fake.channel), since=mark)
+                assert not fake.downloads_of(note)
 
                 for name, options in (("insights", []), ("privacy", [p.subcommand("show")])):
                     interaction, mark = await slash(fake, name, *options, invoker=moderator)
@@ -712,3 +722,54 @@ async def test_with_an_unreachable_database_notes_are_answered_and_insights_say_
     assert "Traceback" not in output and "secret-pw" not in output and fake.token not in output
     assert "database is unavailable" in output
     assert not (tmp_path / "data").exists()  # DATABASE_URL given: no SQLite file on the side
+
+
+# ------------------------------------- servers left while the bot was offline
+async def test_the_sweep_after_ready_deletes_the_data_of_servers_the_bot_is_no_longer_in(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """Issue 13 (8): rows of a server that READY does not list go; rows of present servers and DMs stay."""
+    url = sqlite_url(tmp_path / "ser.db")
+    now = datetime.now(UTC)
+    async with FakeDiscord(token="MTA5.gone." + secrets.token_urlsafe(24)) as fake:
+        present, departed = int(fake.guild_id), int(p.snowflake())  # the fake lists only its own guild in READY
+        common: dict[str, Any] = dict(
+            channel_id=int(fake.channel["id"]), label="calm", confidence=0.7, probabilities={"calm": 0.7},
+            model_version="m", duration_s=2.0, created_at=now - timedelta(days=1),
+        )  # fmt: skip
+        async with Store(url) as st:  # written while the bot was offline
+            for i, guild in enumerate((present, departed, departed, None)):
+                await st.record_analysis(guild_id=guild, user_id=777_000 + i, message_id=9_000 + i, **common)
+            for guild in (present, departed):
+                configured = await st.update_guild_settings(
+                    guild, retention_days=7, modlog_channel_id=1, alert_emotions=["calm"], alert_threshold=0.5
+                )
+                assert await st.should_alert(guild, 1, 2, "calm", 0.9, now=now, settings=configured)  # an alert_log row
+        settings = Settings(
+            _env_file=None, discord_token=fake.token, discord_api_base_url=fake.base_url, database_url=url,
+            data_dir=tmp_path / "data", ser_model_path=model_path, ser_workers=1,
+        )  # fmt: skip
+        client = SERBot(settings, guild_ready_timeout=0.2)
+        isolate_model_registry(client, tmp_path / "registry")
+        runner = asyncio.create_task(client.start(settings.discord_token.get_secret_value()))
+        try:
+            async with Store(url) as st:
+                await asyncio.wait_for(client.wait_until_ready(), 90)
+                assert [g.id for g in client.guilds] == [present]
+                for _ in range(100):
+                    if not await rows(st, guild_id=departed):
+                        break
+                    await asyncio.sleep(0.1)
+                assert await rows(st, guild_id=departed) == []
+                assert (await st.get_guild_settings(departed)).retention_days == 30  # its settings row is gone
+                assert len(await rows(st, guild_id=present)) == 1  # the server the bot is in keeps its data
+                assert (await st.get_guild_settings(present)).retention_days == 7
+                async with st.engine.connect() as conn:  # the direct message's analysis is no server's data
+                    dm_rows = (await conn.execute(select(Analysis.id).where(Analysis.guild_id.is_(None)))).all()
+                    alert_guilds = (await conn.execute(select(AlertLog.guild_id))).scalars().all()
+                assert len(dm_rows) == 1
+                assert alert_guilds == [present]
+        finally:
+            await client.close()
+            await asyncio.wait_for(runner, 30)
+            restore_defaults()

@@ -102,3 +102,87 @@ def test_unsupported_urls_are_refused():
     for url in ("mysql://root@localhost/x", "not a url"):
         with pytest.raises(ValueError):
             Store(url)
+
+
+# ------------------------------------------- the bot with its database down at start
+async def test_bot_fails_closed_while_the_database_was_never_reachable_then_recovers(
+    tmp_path, model_path, angry_note
+):
+    """Issue 13 (5): no opt-out list and no server settings were ever read, so nothing is analysed.
+
+    With the database down from start-up the bot cannot know whether the
+    author opted out, nor whether the server turned analysis off: a voice
+    note in a server gets no answer, not even a refusal, and is not
+    downloaded; one sent by direct message gets a short private refusal.
+    Once the database can be opened, notes are answered and stored again.
+    """
+    import contextlib
+    import secrets
+
+    from bot.client import SERBot
+    from bot.cogs.emotion.cog import PRIVACY_UNKNOWN, VOICE_NOTE_EVENT
+    from bot.config import Settings
+    from bot.discord_api import restore_defaults
+    from tests.fake_discord import FakeDiscord
+
+    db_path = tmp_path / "not-mounted-yet" / "ser.db"
+    outcomes: dict[int, object] = {}
+    arrived = asyncio.Event()
+
+    async def on_outcome(outcome) -> None:
+        outcomes[outcome.message_id] = outcome
+        arrived.set()
+
+    async def note_outcome(fake, **where):
+        attachment = fake.add_attachment(angry_note, "voice-message.ogg", "audio/ogg", voice_message=True,
+                                         duration_s=4.1)  # fmt: skip
+        msg = await fake.send_message(attachments=[attachment], flags=8192, **where)
+        deadline = time.monotonic() + 45
+        while int(msg["id"]) not in outcomes:
+            assert time.monotonic() < deadline, "no outcome within 45 s"
+            arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), 1.0)
+        return msg, attachment, outcomes[int(msg["id"])]
+
+    async with FakeDiscord(token="MTA5.closed." + secrets.token_urlsafe(24)) as fake:
+        settings = Settings(
+            _env_file=None, discord_token=fake.token, discord_api_base_url=fake.base_url,
+            database_url=sqlite_url(db_path), data_dir=tmp_path / "data", ser_model_path=model_path, ser_workers=1,
+        )  # fmt: skip
+        bot = SERBot(settings, guild_ready_timeout=0.2)
+        with contextlib.suppress(ImportError):  # the admin cog's registry: a throw-away folder
+            from bot.cogs.admin.settings import LifecycleSettings
+
+            bot.lifecycle_settings = LifecycleSettings(_env_file=None, ser_registry_dir=tmp_path / "registry")
+        bot.add_listener(on_outcome, f"on_{VOICE_NOTE_EVENT}")
+        runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+        try:
+            await asyncio.wait_for(bot.wait_until_ready(), 90)
+            assert bot.store is not None and not bot.store.ready  # the database was down at start-up
+            channel_posts = rf"^/channels/{fake.channel['id']}/messages$"
+
+            mark = fake.mark()
+            msg, attachment, outcome = await note_outcome(fake)
+            assert (outcome.status, outcome.reason, outcome.stored_id) == ("skipped", "storage_unavailable", None)
+            assert not fake.find_requests("POST", channel_posts, since=mark)  # nothing said in public
+            assert not fake.downloads_of(attachment)  # not even fetched
+
+            mark = fake.mark()
+            msg, attachment, outcome = await note_outcome(fake, dm=True)
+            assert (outcome.status, outcome.reason) == ("refused", "storage_unavailable")
+            (refusal,) = fake.find_requests("POST", rf"^/channels/{fake.dm_channel['id']}/messages$", since=mark)
+            assert refusal.json["content"] == PRIVACY_UNKNOWN
+            assert not fake.downloads_of(attachment)
+
+            db_path.parent.mkdir()  # the database becomes reachable (e.g. a volume is mounted)
+            await asyncio.sleep(bot.store.retry_after_s + 0.2)  # the store retries after this
+            mark = fake.mark()
+            msg, attachment, outcome = await note_outcome(fake)
+            assert outcome.status == "answered" and outcome.stored_id is not None
+            (reply,) = fake.find_requests("POST", channel_posts, since=mark)
+            assert str(reply.json["message_reference"]["message_id"]) == msg["id"] and reply.json["embeds"]
+        finally:
+            await bot.close()
+            await asyncio.wait_for(runner, 30)
+            restore_defaults()

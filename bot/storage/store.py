@@ -616,6 +616,46 @@ class Store:
                 total += int(res.rowcount or 0)
         return total
 
+    async def delete_departed_guilds(self, present_guild_ids: Iterable[int]) -> tuple[int, int]:
+        """Delete the analyses, settings and alert rows of every guild not in ``present_guild_ids``.
+
+        What :meth:`delete_guild_data` does for one guild the bot leaves, for
+        the guilds it left while it was offline or while the database was
+        down (so ``on_guild_remove`` could not delete). Rows without a guild
+        (direct messages) are never touched. Only call it with the complete
+        list of the bot's guilds, i.e. after the gateway's READY: with a
+        partial list it deletes the data of guilds the bot is still in.
+
+        Parameters
+        ----------
+        present_guild_ids : iterable of int
+            Every guild the bot is in (unavailable ones included).
+
+        Returns
+        -------
+        tuple of int
+            ``(guilds, rows)``: departed guilds that had data, rows deleted.
+
+        Raises
+        ------
+        StoreUnavailableError
+            When the database is unreachable.
+        """
+        present = {int(g) for g in present_guild_ids}
+        models = (Analysis, AlertLog, GuildSettingsRow)
+        rows = 0
+        async with self._session("delete_departed_guilds") as s:
+            known: set[int] = set()
+            for model in models:  # DISTINCT on analyses uses ix_analyses_guild_created
+                known.update(await s.scalars(select(model.guild_id).where(model.guild_id.is_not(None)).distinct()))
+            gone = sorted(known - present)
+            for i in range(0, len(gone), 500):  # bounded IN lists
+                chunk = gone[i : i + 500]
+                for model in models:
+                    res = await s.execute(delete(model).where(model.guild_id.in_(chunk)))
+                    rows += int(res.rowcount or 0)
+        return len(gone), rows
+
     # --------------------------------------------------------------- settings
 
     async def get_guild_settings(self, guild_id: int) -> GuildSettings:

@@ -21,6 +21,15 @@ analyses plus the downloads in flight below ``SER_MAX_PENDING``) before an
 attachment is fetched, and every download goes through the cog's one
 :class:`~.media.Downloader` (``SER_MAX_DOWNLOADS`` at once, each streamed
 under a byte cap).
+
+Fail closed: when no last-known value exists (the database was down when
+the bot started, so the opt-out list was never loaded, or a server's
+settings were never read), an automatic analysis could answer a member who
+opted out, or in a server that turned analysis off. Such a note is then
+neither downloaded, analysed, stored nor answered in the channel: a server
+note is skipped silently (outcome reason ``"storage_unavailable"``; a
+public "try later" would itself be an answer in public), and a note sent
+to the bot by direct message gets a short private refusal.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.storage import GuildSettings, StoreError, StoreUnavailableError
+from ser_engine.errors import ServiceBusyError, ServiceClosedError
 
 from ..common import UserFacingError, store_of, user_message_for
 from .media import (
@@ -42,7 +52,7 @@ from .media import (
     audio_attachments,
     check_attachment,
 )
-from .limits import ReplyPacer, UserCooldown
+from .limits import CooldownError, ReplyPacer, UserCooldown
 from .render import build_alert_embed, build_embed, build_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,6 +74,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONTEXT_MENU_NAME = "Detect emotion"
+PRIVACY_UNKNOWN = (
+    "I can't check privacy settings right now (my database is unavailable), so I didn't analyse this voice "
+    "message. Please try again later."
+)
+#: Refusals that wait for a reply slot behind at most one burst of replies, else are dropped.
+REFUSALS: tuple[type[Exception], ...] = (CooldownError, ServiceBusyError, ServiceClosedError)
 #: Name of the event dispatched after each voice note (listen with ``on_voice_note_processed``).
 VOICE_NOTE_EVENT = "voice_note_processed"
 
@@ -97,8 +113,11 @@ class VoiceNoteOutcome:
         undecodable, busy ...); or skipped without any answer.
     reason : str or None
         Why it was skipped: ``"opted_out"`` (the author opted out),
-        ``"channel_off"`` (the server does not analyse this channel) or
-        ``"no_permission"`` (the bot may not answer there).
+        ``"channel_off"`` (the server does not analyse this channel),
+        ``"no_permission"`` (the bot may not answer there) or
+        ``"storage_unavailable"`` (the author's opt-out or the server's
+        settings are unknown: fail closed). A refusal may carry
+        ``"storage_unavailable"`` too (a direct message, refused privately).
     prediction : Prediction or None
         The engine's result when answered.
     stored_id : int or None
@@ -106,6 +125,11 @@ class VoiceNoteOutcome:
         opted out, or the database unavailable).
     alerted : bool
         Whether an alert was posted in the mod-log channel.
+    dropped : bool
+        The answer or refusal was not sent: the channel's reply backlog was
+        too long (a refusal waits behind one burst of replies at most, an
+        answer at most ``SER_REQUEST_TIMEOUT_S``), the bot was stopping, or
+        Discord refused it.
     """
 
     message_id: int
@@ -114,15 +138,17 @@ class VoiceNoteOutcome:
     prediction: Prediction | None = None
     stored_id: int | None = None
     alerted: bool = False
+    dropped: bool = False
 
 
 async def guild_settings(bot: SERBot, guild_id: int) -> GuildSettings:
-    """A guild's settings from the store, else the last known ones, else the defaults.
+    """A guild's settings from the store, else the last known ones; never a guess.
 
-    Never raises for the database: when it is unavailable the last settings
-    seen by this process (kept in ``bot.known_settings``) are used, so a
-    server that turned auto-analysis off does not get answers during an
-    outage.
+    When the database fails, the last settings seen by this process (kept in
+    ``bot.known_settings``) are used, so a server that turned auto-analysis
+    off does not get answers during an outage. Without them the defaults
+    (analysis on, public replies) would be a guess that may contradict the
+    server's choice, so the call fails closed instead.
 
     Parameters
     ----------
@@ -130,13 +156,27 @@ async def guild_settings(bot: SERBot, guild_id: int) -> GuildSettings:
         The bot (its ``store`` and ``known_settings``).
     guild_id : int
         The guild.
+
+    Returns
+    -------
+    GuildSettings
+        Current or last known settings.
+
+    Raises
+    ------
+    bot.storage.StoreUnavailableError
+        The settings cannot be read and were never read by this process
+        (e.g. the database was down at start-up), or the bot has no store.
     """
     try:
         settings = await store_of(bot).get_guild_settings(guild_id)
     except StoreError as exc:
         if not isinstance(exc, StoreUnavailableError):
             log.error("reading settings of guild %s failed", guild_id, exc_info=exc)
-        return bot.known_settings.get(guild_id, GuildSettings(guild_id))
+        known = bot.known_settings.get(guild_id)
+        if known is None:
+            raise StoreUnavailableError(f"settings of guild {guild_id} unknown: {exc.message}") from exc
+        return known
     bot.known_settings[guild_id] = settings
     return settings
 
@@ -144,16 +184,26 @@ async def guild_settings(bot: SERBot, guild_id: int) -> GuildSettings:
 async def opted_out(bot: SERBot, user_id: int) -> bool:
     """Whether ``user_id`` opted out; the last known answer when the database is unavailable.
 
-    Never raises for the database.
+    The store loads the whole opt-out list when it first reaches the
+    database (``store.ready``) and keeps it current, so during a later outage
+    its answer is the last known one. Before that there is no last-known
+    answer, and guessing "not opted out" could analyse someone who opted
+    out: the call fails closed instead.
+
+    Raises
+    ------
+    bot.storage.StoreUnavailableError
+        The database is unavailable and the opt-out list was never loaded
+        (down at start-up), or the bot has no store (starting or stopping).
     """
-    store = bot.store
-    if store is None:
-        return False
+    store = store_of(bot)
     try:
         return await store.is_opted_out(user_id)
     except StoreError as exc:
         if not isinstance(exc, StoreUnavailableError):
             log.error("reading the opt-out of a user failed", exc_info=exc)
+        if not store.ready:  # the list was never loaded: no last-known answer
+            raise StoreUnavailableError(f"opt-out list unknown: {exc.message}") from exc
         return store.known_opted_out(user_id)
 
 
@@ -178,6 +228,14 @@ class EmotionCog(commands.Cog, name="Emotion"):
             max_wait_s=s.ser_request_timeout_s, proxy=getattr(http, "proxy", None),
             proxy_auth=getattr(http, "proxy_auth", None),
         )  # fmt: skip
+        #: Longest wait of an answer for its channel's token (s): as long as an analysis may take.
+        self.reply_max_wait_s = s.ser_request_timeout_s
+        #: Longest wait of a refusal (s): one burst of replies ahead of it (see .limits).
+        self.refusal_max_wait_s = s.ser_channel_reply_burst / s.ser_channel_replies_per_s
+        self.stopping = False  # set by begin_shutdown()
+        self.dropped_for_backlog = 0  # replies not sent: their channel's backlog was too long
+        self.dropped_at_shutdown = 0  # replies not sent: the bot was stopping
+        self._admitted = 0  # voice notes being downloaded or analysed (see _admit)
 
     async def cog_load(self) -> None:
         """Register the context menu (errors are answered by the tree, :class:`bot.tree.SERCommandTree`)."""
@@ -256,7 +314,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
         Dispatches ``on_voice_note_processed`` with a :class:`VoiceNoteOutcome`
         for every voice note with an audio attachment, answered or not.
         """
-        if message.author.bot or message.webhook_id is not None or not message.flags.voice:
+        if message.author.bot or message.webhook_id is not None or not message.flags.voice or self.stopping:
             return
         attachments = audio_attachments(message)
         if not attachments:
@@ -269,14 +327,22 @@ class EmotionCog(commands.Cog, name="Emotion"):
         self.bot.dispatch(VOICE_NOTE_EVENT, outcome)
 
     async def _handle_voice_note(self, message: discord.Message, attachment: discord.Attachment) -> VoiceNoteOutcome:
-        if await opted_out(self.bot, message.author.id):
-            log.debug("voice message %s: the author opted out", message.id)
-            return VoiceNoteOutcome(message.id, "skipped", "opted_out")
         settings: GuildSettings | None = None
+        try:
+            if await opted_out(self.bot, message.author.id):
+                log.debug("voice message %s: the author opted out", message.id)
+                return VoiceNoteOutcome(message.id, "skipped", "opted_out")
+            if message.guild is not None:
+                settings = await guild_settings(self.bot, message.guild.id)
+        except StoreUnavailableError as exc:  # fail closed (see the module docstring)
+            log.info("voice message %s not analysed: %s", message.id, exc.message)
+            if message.guild is not None:
+                return VoiceNoteOutcome(message.id, "skipped", "storage_unavailable")
+            sent = await self._send(message, by_dm=False, text=PRIVACY_UNKNOWN, refusal=True)
+            return VoiceNoteOutcome(message.id, "refused", "storage_unavailable", dropped=not sent)
         by_dm = False  # a guild that chose private answers: DM the speaker instead of replying
         can_embed = True
-        if message.guild is not None:
-            settings = await guild_settings(self.bot, message.guild.id)
+        if message.guild is not None and settings is not None:
             parent_id = getattr(message.channel, "parent_id", None)
             if not settings.analyses_channel(message.channel.id, parent_id):
                 return VoiceNoteOutcome(message.id, "skipped", "channel_off")
@@ -295,27 +361,58 @@ class EmotionCog(commands.Cog, name="Emotion"):
         try:
             self._check(attachment)
             self.cooldown.admit(message.author.id)
-            if by_dm:
-                prediction = await self._analyse(attachment, **how)
-            else:
-                async with message.channel.typing():
+            self._admit()  # before the download: a note that would be refused busy is never fetched
+            try:
+                if by_dm:
                     prediction = await self._analyse(attachment, **how)
+                else:
+                    async with message.channel.typing():
+                        prediction = await self._analyse(attachment, **how)
+            finally:
+                self._admitted -= 1
         except Exception as exc:  # every failure becomes a short answer
             text = user_message_for(exc, where=f"voice message {message.id}")
-            await self._send(message, by_dm=by_dm, text=text)
-            return VoiceNoteOutcome(message.id, "refused")
+            sent = await self._send(message, by_dm=by_dm, text=text, refusal=isinstance(exc, REFUSALS))
+            return VoiceNoteOutcome(message.id, "refused", dropped=not sent)
         view = feedback.view_for(ref, prediction) if feedback is not None else None
         if can_embed:
-            await self._send(message, by_dm=by_dm, embed=build_embed(prediction), view=view)
+            sent = await self._send(message, by_dm=by_dm, embed=build_embed(prediction), view=view)
         else:
-            await self._send(message, by_dm=by_dm, text=build_text(prediction), view=view)
+            sent = await self._send(message, by_dm=by_dm, text=build_text(prediction), view=view)
         stored_id: int | None = None
         alerted = False
         if settings is not None:  # notes sent to the bot by direct message are answered, never stored
             stored_id = await self._store(message, prediction)
             if stored_id is not None:  # None: opted out meanwhile, or no database -- then no alert either
                 alerted = await self._alert(message, prediction, settings)
-        return VoiceNoteOutcome(message.id, "answered", None, prediction, stored_id, alerted)
+        return VoiceNoteOutcome(message.id, "answered", None, prediction, stored_id, alerted, dropped=not sent)
+
+    def _admit(self) -> None:
+        """Count one voice note in for download and analysis, or refuse it as busy (decided before any await).
+
+        At most the service's ``max_pending`` voice notes are downloaded or
+        analysed at once: a note beyond that would only be refused by the
+        service after its bytes were fetched and held. Issue 13 saw the bot
+        process peak at 676 MB in a burst of 200 notes when every note was
+        downloaded first; the burst test in ``tests/test_bot_load.py`` (200
+        notes of about 650 kB, default settings) measured a peak RSS of 323 MB
+        and 200 downloads without this bound, 213 MB and 16 downloads with it.
+        The caller decrements :attr:`_admitted` when the analysis is over.
+
+        Raises
+        ------
+        ServiceClosedError
+            The bot is stopping (or has no service).
+        ServiceBusyError
+            ``max_pending`` notes are already admitted, or the service's
+            queue is full (e.g. with ``/emotion`` requests).
+        """
+        service = self.bot.service
+        if service is None or self.stopping:
+            raise ServiceClosedError()
+        if self._admitted >= service.max_pending or service.pending >= service.max_pending:
+            raise ServiceBusyError()
+        self._admitted += 1
 
     async def _send(
         self,
@@ -325,10 +422,32 @@ class EmotionCog(commands.Cog, name="Emotion"):
         text: str | None = None,
         embed: discord.Embed | None = None,
         view: discord.ui.View | None = None,
-    ) -> None:
-        """Answer ``message``: a reply in its channel, or a DM to its author (``by_dm``, guild messages)."""
+        refusal: bool = False,
+    ) -> bool:
+        """Answer ``message``: a reply in its channel, or a DM to its author (``by_dm``, guild messages).
+
+        The reply waits for its channel's token (:class:`~.limits.ReplyPacer`)
+        at most :attr:`reply_max_wait_s` seconds, a ``refusal`` at most
+        :attr:`refusal_max_wait_s` (one burst of replies ahead of it).
+        A reply that would wait longer, or that is still waiting when the bot
+        stops, is dropped: nothing is sent once shutdown began.
+
+        Returns
+        -------
+        bool
+            Whether the answer was sent (``False``: dropped, or Discord refused it).
+        """
         extra: dict[str, Any] = {} if view is None else {"view": view}
-        await self.pacer.wait(message.author.id if by_dm else message.channel.id)
+        key = message.author.id if by_dm else message.channel.id
+        max_wait_s = self.refusal_max_wait_s if refusal else self.reply_max_wait_s
+        if not await self.pacer.wait(key, max_wait_s=max_wait_s) or self.stopping or self.bot.is_closed():
+            if self.stopping or self.bot.is_closed():
+                self.dropped_at_shutdown += 1
+            else:
+                self.dropped_for_backlog += 1
+                log.info("voice message %s: %s dropped (reply backlog in %s)", message.id,
+                         "refusal" if refusal else "answer", "DMs" if by_dm else f"channel {key}")  # fmt: skip
+            return False
         try:
             if by_dm and message.guild is not None:
                 channel = message.channel.mention  # type: ignore[union-attr]
@@ -339,10 +458,22 @@ class EmotionCog(commands.Cog, name="Emotion"):
                 await message.reply(text, embed=embed, mention_author=False, **extra)
             else:
                 await message.reply(text, mention_author=False, **extra)
-        except discord.HTTPException:
+        except discord.HTTPException as exc:
             # E.g. the member does not accept DMs from server members: the server chose private
-            # answers, so nothing is posted in the channel instead.
-            log.warning("could not answer voice message %s", message.id, exc_info=True)
+            # answers, so nothing is posted in the channel instead. Expected: no traceback.
+            log.warning("could not answer voice message %s: %s", message.id, exc)
+            return False
+        return True
+
+    def begin_shutdown(self) -> None:
+        """Stop taking voice notes and release every reply still waiting (they are dropped, not sent).
+
+        Called by :meth:`bot.client.SERBot.close` before the HTTP session
+        closes; :attr:`dropped_at_shutdown` then counts every reply that was
+        not sent because of the shutdown.
+        """
+        self.stopping = True
+        self.pacer.close()
 
     async def _store(self, message: discord.Message, prediction: Prediction) -> int | None:
         """Store the analysis of a guild voice note; ``None`` if opted out or the database failed."""
@@ -373,6 +504,8 @@ class EmotionCog(commands.Cog, name="Emotion"):
         guild = message.guild
         store = self.bot.store
         if guild is None or store is None or not settings.crosses_alert(prediction.label, prediction.confidence):
+            return False
+        if self.stopping:  # nothing is posted once shutdown began
             return False
         try:
             claimed = await store.should_alert(

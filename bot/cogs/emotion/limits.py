@@ -17,6 +17,21 @@ Two independent limits protect the bot and Discord's rate limits:
   which discord.py obeys; the defaults (5 at once, 1 per second) follow the
   widely observed limit of 5 messages per 5 seconds per channel.
 
+  A reply never waits longer than the caller's ``max_wait_s``: a reply that
+  would is *dropped* (no token is taken, so it delays nobody). Refusals
+  (cool-down, busy) pass the time one burst takes to drain
+  (``burst / per_s``, 5 s at the defaults): a refusal queues behind at most
+  one burst of replies and is dropped when the backlog is longer. In the
+  burst of issue 13 (200 notes in one channel within 0.1 s), queued
+  refusals were what kept 136 replies waiting a minute later.
+  :meth:`ReplyPacer.close` (at shutdown) releases every waiting reply as
+  dropped.
+
+  The bucket reserves a token and computes the wait *before* waiting, which
+  the drop decision needs; ``aiolimiter.AsyncLimiter`` can only say whether
+  capacity is free now (``has_capacity``), not how long a queued
+  ``acquire`` would wait, so it is not used here.
+
 Both structures hold at most ``max_keys`` users/channels (least recently seen
 ones are dropped first), so their memory is bounded whatever the traffic.
 """
@@ -24,6 +39,7 @@ ones are dropped first), so their memory is bounded whatever the traffic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import OrderedDict, deque
@@ -153,23 +169,88 @@ class ReplyPacer:
         self.max_keys = max_keys
         self._clock = clock
         self._buckets: OrderedDict[int, tuple[float, float]] = OrderedDict()  # channel -> (tokens, at)
+        self._waiting = 0
+        self._closed = asyncio.Event()
 
-    def reserve(self, channel_id: int) -> float:
+    @property
+    def waiting(self) -> int:
+        """Replies currently waiting for their token (all channels)."""
+        return self._waiting
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed.is_set()
+
+    def reserve(self, channel_id: int, *, max_wait_s: float = math.inf) -> float | None:
         """Take a token for ``channel_id`` now; return how many seconds the reply must wait for it (>= 0).
 
         Tokens may go negative: waiting replies queue up in order of reservation.
+
+        Parameters
+        ----------
+        channel_id : int
+            The channel (or user, for direct messages) the reply goes to.
+        max_wait_s : float, optional
+            Longest acceptable wait in seconds (default: unbounded).
+
+        Returns
+        -------
+        float or None
+            Seconds to wait; ``None`` when the wait would exceed
+            ``max_wait_s`` -- then no token is taken.
         """
         now = self._clock()
         tokens, at = self._buckets.pop(channel_id, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - at) * self.per_s) - 1.0
+        tokens = min(float(self.burst), tokens + (now - at) * self.per_s)
+        delay = 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.per_s
+        if delay <= max_wait_s:
+            tokens -= 1.0
         self._buckets[channel_id] = (tokens, now)
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
-        return 0.0 if tokens >= 0 else -tokens / self.per_s
+        return delay if delay <= max_wait_s else None
 
-    async def wait(self, channel_id: int) -> float:
-        """Wait until a reply may be sent in ``channel_id``; return the seconds waited."""
-        delay = self.reserve(channel_id)
+    async def wait(self, channel_id: int, *, max_wait_s: float = math.inf) -> bool:
+        """Wait until a reply may be sent in ``channel_id``, or drop it.
+
+        Parameters
+        ----------
+        channel_id : int
+            The channel (or user, for direct messages) the reply goes to.
+        max_wait_s : float, optional
+            Longest acceptable wait in seconds (``0``: only if a token is free now;
+            default: unbounded).
+
+        Returns
+        -------
+        bool
+            ``True``: send now. ``False``: drop the reply -- it would have
+            waited longer than ``max_wait_s``, or :meth:`close` was called
+            before or while it waited.
+        """
+        if self._closed.is_set():
+            return False
+        delay = self.reserve(channel_id, max_wait_s=max_wait_s)
+        if delay is None:
+            return False
         if delay > 0:
-            await asyncio.sleep(delay)
-        return delay
+            self._waiting += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), delay)
+            finally:
+                self._waiting -= 1
+        return not self._closed.is_set()
+
+    def close(self) -> int:
+        """Release every waiting reply as dropped; later :meth:`wait` calls drop at once.
+
+        Returns
+        -------
+        int
+            Replies that were waiting.
+        """
+        waiting = self._waiting
+        self._closed.set()
+        return waiting

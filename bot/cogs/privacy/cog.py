@@ -9,10 +9,21 @@
 Every answer is ephemeral. A background task (:mod:`discord.ext.tasks`)
 deletes analyses older than each server's retention, every
 ``RETENTION_SWEEP_MINUTES`` (first run at start-up).
+
+The sweep also deletes the data of servers the bot is no longer in -- left
+while the bot was offline, or while the database was down so that
+``on_guild_remove`` could not delete. That part needs the complete list of
+the bot's servers, which discord.py has only once the gateway's READY was
+processed (``on_ready``: every guild of READY is in the cache, unavailable
+ones included); before it, or after a disconnect until the next READY or
+RESUMED, the list may be empty or partial and sweeping would delete every
+server's data. So it runs at each ``on_ready`` and in each later sweep
+while the list is complete, never before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -171,6 +182,10 @@ class PrivacyCog(commands.GroupCog, name="Privacy", group_name="privacy", group_
     def __init__(self, bot: SERBot) -> None:
         self.bot = bot
         super().__init__()
+        # Whether bot.guilds is the complete list (see the module docstring); a cog loaded after
+        # READY starts with the ready client's list.
+        self._guilds_complete = bot.is_ready()
+        self._sweep_lock = asyncio.Lock()
 
     async def cog_load(self) -> None:
         """Start the retention sweep at the configured interval."""
@@ -226,15 +241,64 @@ class PrivacyCog(commands.GroupCog, name="Privacy", group_name="privacy", group_
     # ------------------------------------------------------ retention sweep
     @tasks.loop(minutes=60)
     async def retention_sweep(self) -> None:
-        """Delete analyses older than each server's retention (and expired alert records)."""
+        """Delete analyses older than each server's retention (and expired alert records).
+
+        Then, when the guild list is complete, the data of servers the bot left
+        (:meth:`sweep_departed_guilds`).
+        """
         store = self.bot.store
         if store is None:
             return
-        try:
-            counts = await store.purge_expired()
-        except StoreUnavailableError as exc:
-            log.warning("retention sweep skipped: %s", exc.message)
-        except Exception:  # a failed sweep must not stop the loop; the next one retries
-            log.exception("retention sweep failed")
-        else:
-            log.debug("retention sweep: %s", counts)
+        async with self._sweep_lock:
+            try:
+                counts = await store.purge_expired()
+            except StoreUnavailableError as exc:
+                log.warning("retention sweep skipped: %s", exc.message)
+                return
+            except Exception:  # a failed sweep must not stop the loop; the next one retries
+                log.exception("retention sweep failed")
+            else:
+                log.debug("retention sweep: %s", counts)
+        await self.sweep_departed_guilds()
+
+    async def sweep_departed_guilds(self) -> int | None:
+        """Delete the stored data of every server the bot is no longer in; only with a complete guild list.
+
+        Returns
+        -------
+        int or None
+            Rows deleted; ``None`` when skipped (guild list incomplete: before
+            READY or during a reconnect; no store; database unavailable).
+        """
+        store = self.bot.store
+        if store is None or not (self._guilds_complete and self.bot.is_ready()):
+            return None
+        present = [g.id for g in self.bot.guilds]  # unavailable guilds are listed too
+        async with self._sweep_lock:
+            try:
+                guilds, rows = await store.delete_departed_guilds(present)
+            except StoreUnavailableError as exc:
+                log.warning("sweep of departed servers skipped: %s", exc.message)
+                return None
+            except Exception:  # the next sweep retries
+                log.exception("sweep of departed servers failed")
+                return None
+        if guilds:
+            log.info("retention sweep: deleted %d stored rows of %d server(s) the bot is no longer in", rows, guilds)
+        return rows
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """The guild cache is complete (READY processed): sweep the data of departed servers now."""
+        self._guilds_complete = True
+        await self.sweep_departed_guilds()
+
+    @commands.Cog.listener()
+    async def on_resumed(self) -> None:
+        """A resumed session keeps its guild cache: the list is complete again."""
+        self._guilds_complete = True
+
+    @commands.Cog.listener()
+    async def on_disconnect(self) -> None:
+        """Until READY or RESUMED the guild cache may be cleared and refilled: no departed-server sweep."""
+        self._guilds_complete = False
