@@ -42,7 +42,6 @@ untouched (the child never writes it).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import queue as queue_mod
 import time
 from collections.abc import Callable, Mapping
@@ -454,13 +453,26 @@ def _spec_dict(spec: RetrainSpec) -> dict[str, Any]:
     return out
 
 
-def _child(spec_dict: dict[str, Any], q: Any) -> None:
+def _child(spec_dict: dict[str, Any], q: Any, hmac_key: str | None = None) -> None:
     """Entry point of the spawned process: one BLAS thread, run, report.
+
+    The process starts with the minimal environment
+    (:func:`ser_engine.environment.minimal_process_context`: no ``DISCORD_TOKEN``,
+    no ``DATABASE_URL``).  The bundle signing key, the one secret the child
+    needs (to sign the version it registers), arrives through the start-up
+    pipe as ``hmac_key`` and is put into this process's own ``os.environ``
+    only (never into ``/proc/<pid>/environ`` or a command line).
 
     A failure is reported as ``{"type": "error", "error_type", "message", "user_message"}``:
     ``error_type`` and ``message`` (``type(exc).__name__``, ``str(exc)``) are for the log only;
     ``user_message`` is :attr:`SERError.user_message` for expected failures and None otherwise.
     """
+    if hmac_key:
+        import os
+
+        from .bundle import HMAC_KEY_ENV
+
+        os.environ[HMAC_KEY_ENV] = hmac_key
     try:
         from threadpoolctl import threadpool_limits
 
@@ -506,7 +518,9 @@ class RetrainJob:
 
     def __init__(self, spec: RetrainSpec) -> None:
         self.spec = spec
-        self._ctx = mp.get_context("spawn")
+        from .environment import minimal_process_context
+
+        self._ctx = minimal_process_context("spawn")  # no DISCORD_TOKEN / DATABASE_URL in the child
         self._queue: Any = self._ctx.Queue()
         self._process: Any = None
         self.started_at = 0.0
@@ -524,8 +538,12 @@ class RetrainJob:
 
     def start(self) -> None:
         """Start the child process."""
-        # TODO(lead): start the child with the minimal environment helper (no DISCORD_TOKEN, no DATABASE_URL).
-        self._process = self._ctx.Process(target=_child, args=(_spec_dict(self.spec), self._queue), daemon=True,
+        import os
+
+        from .bundle import HMAC_KEY_ENV
+
+        key = os.environ.get(HMAC_KEY_ENV) or None  # the child signs what it registers (see _child)
+        self._process = self._ctx.Process(target=_child, args=(_spec_dict(self.spec), self._queue, key), daemon=True,
                                           name="ser-retrain")  # fmt: skip
         self.started_at = time.monotonic()
         self._process.start()

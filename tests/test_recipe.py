@@ -18,6 +18,7 @@ import pytest
 
 from ser_engine.bundle import DEFAULT_MODEL_PATH, load_bundle, sidecar_path
 from ser_engine.cache import FeatureCache
+from ser_engine.errors import ModelIntegrityError
 from ser_engine.corpora import load_ravdess
 from ser_engine.features import FeatureConfig
 from ser_engine.predict import Predictor
@@ -116,9 +117,10 @@ def _registry(tmp_path: Path) -> ModelRegistry:
 
 
 def _spec(ravdess_dir: Path, registry: ModelRegistry, cache_dir: Path, **kw: object) -> RetrainSpec:
+    args: dict[str, object] = {"emotions": SUBSET, "speakers": SPEAKERS, "folds": 4, "max_iter": 200, "margin": 0.02,
+                               "n_jobs": 2, **kw}  # fmt: skip
     return RetrainSpec(corpus_dirs=[str(ravdess_dir)], registry_dir=str(registry.root), cache_dir=str(cache_dir),
-                       emotions=SUBSET, speakers=SPEAKERS, folds=4, max_iter=200, margin=0.02, n_jobs=2,
-                       **kw)  # type: ignore[arg-type]  # fmt: skip
+                       **args)  # type: ignore[arg-type]
 
 
 def test_retraining_the_shipped_recipe_is_promoted_and_ships_it(ravdess_dir: Path, cache_dir: Path,
@@ -226,3 +228,29 @@ def test_child_failures_reach_the_parent_for_the_log_not_for_users(tmp_path: Pat
     assert job.error_type == "ValueError" and "unknown preset 'giant'" in (job.error or "")
     assert job.user_message is None
     assert registry.active_version == 1
+
+
+def test_the_retrain_child_starts_without_secrets_and_signs_what_it_registers(
+    ravdess_dir: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/retrain``'s child: no DISCORD_TOKEN / DATABASE_URL / signing key in its environment, yet a signed version."""
+    from ser_engine.bundle import sign_bundle
+
+    key = "test-signing-key-" + "k" * 16
+    registry = _registry(tmp_path)
+    sign_bundle(registry._bundle_path(1), hmac_key=key)  # the adopted shipped model, signed by its operator
+    monkeypatch.setenv("DISCORD_TOKEN", "secret-token-never-in-children")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:secret-password@db/ser")
+    monkeypatch.setenv("SER_MODEL_HMAC_KEY", key)
+    job = RetrainJob(_spec(ravdess_dir, registry, cache_dir, speakers=SPEAKERS[:3], folds=3, max_iter=50))
+    job.start()
+    assert job.pid is not None
+    environ = Path(f"/proc/{job.pid}/environ").read_bytes()  # the child's initial environment, as the kernel keeps it
+    job.wait(timeout=300)
+    assert b"DISCORD_TOKEN" not in environ and b"DATABASE_URL" not in environ and b"SER_MODEL_HMAC_KEY" not in environ
+    assert b"secret" not in environ and key.encode() not in environ
+    assert job.error is None, job.error
+    version = int(job.result["version"])  # type: ignore[index]
+    assert load_bundle(registry._bundle_path(version), hmac_key=key).labels  # signed with the parent's key
+    with pytest.raises(ModelIntegrityError):
+        load_bundle(registry._bundle_path(version), hmac_key="another-key-" + "x" * 16)
