@@ -21,12 +21,11 @@ forks and every spawned child start with the minimal environment: it is what
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import multiprocessing
 import os
 import shlex
-import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -82,16 +81,31 @@ def minimal_environment(environ: Mapping[str, str] | None = None) -> dict[str, s
     }
 
 
-_LAUNCHER_DIR: list[str] = []
-
-
 def _launcher_dir() -> str:
-    """A private folder (mode 0700) for this process's launcher scripts, removed at exit (made again if deleted)."""
-    if not _LAUNCHER_DIR or not os.path.isdir(_LAUNCHER_DIR[0]):
-        path = tempfile.mkdtemp(prefix="ser-launch-")
-        atexit.register(shutil.rmtree, path, True)
-        _LAUNCHER_DIR[:] = [path]
-    return _LAUNCHER_DIR[0]
+    """A private folder (mode 0700, owned by this user) for launcher scripts: ``$TMPDIR/ser-launch-<uid>``.
+
+    Kept across processes and never removed at exit: :mod:`multiprocessing`
+    executes the launcher late too (its resource tracker, started on demand
+    while the interpreter shuts down), and a folder removed by an ``atexit``
+    hook made such a start fail with "cannot open ..." (seen in
+    ``tests/test_bot_faults.py``).  The scripts are named by the hash of their
+    text and hold no secret (only allow-listed variables), so a few stay.
+
+    Raises
+    ------
+    OSError
+        The folder exists but is a link, not a folder, not owned by this user,
+        or open to others (someone else made it: refuse to run their scripts).
+    """
+    path = os.path.join(tempfile.gettempdir(), f"ser-launch-{os.getuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise OSError(f"python_launcher: {path} is not a private folder of this user; remove it or set TMPDIR")
+    return path
 
 
 def _launcher(python: str, env_items: tuple[tuple[str, str], ...]) -> str:
@@ -129,7 +143,7 @@ def python_launcher(environ: Mapping[str, str] | None = None) -> str:
     -------
     str
         Path of a launcher script (``/bin/sh``, mode 0700, in a private
-        temporary folder removed at exit) that executes
+        folder ``$TMPDIR/ser-launch-<uid>``) that executes
         ``/usr/bin/env -i <allowed variables> <sys.executable> "$@"``: a
         drop-in for the interpreter that :mod:`multiprocessing` executes.
 

@@ -294,7 +294,9 @@ class AdminCog(commands.Cog, name="Admin"):
                 # The child's error text may name files or exceptions: it goes to the log, the user gets its id.
                 cid = correlation_id()
                 log.error("retrain failed [%s]: %s", cid, job.error)
-                await self._edit(interaction, f"Training failed (error id `{cid}`). The active model is unchanged.")
+                reason = f"{job.user_message} " if job.user_message else ""  # an expected SERError's own text
+                await self._edit(interaction, f"Training failed: {reason}(error id `{cid}`). "
+                                              "The active model is unchanged.")  # fmt: skip
                 return
             await self._edit(interaction, await self._conclude(job.result or {}))
         except asyncio.CancelledError:
@@ -318,11 +320,10 @@ class AdminCog(commands.Cog, name="Admin"):
         ]
         if r["promoted"]:
             try:
-                bundle = await asyncio.to_thread(self.registry.activate, version)
+                bundle = await asyncio.to_thread(self.registry.promote, version)  # activate + mark, one lock
             except ModelError as exc:
                 lines.append(f"Not activated: {exc.user_message}")
                 return "\n".join(lines)
-            await asyncio.to_thread(self.registry.annotate, version, promoted=True)
             self._serve(version, bundle)
             lines.append(f"Promoted: v{version} is now active ({r['reason']}). Undo with /model rollback.")
         else:
