@@ -14,7 +14,11 @@ statistics are used.  The raw feature vector comes back in
 :attr:`Prediction.features`, so a caller can update the speaker's
 statistics without extracting the features twice.  Probabilities are
 temperature-scaled by ``bundle.temperature``; below a confidence threshold
-the prediction is flagged :attr:`Prediction.unsure`.
+the prediction is flagged :attr:`Prediction.unsure`.  Before anything is
+classified, a voice-activity detector (:func:`ser_engine.vad.default_detector`)
+checks that the clip holds speech; without it the predictor raises
+:class:`~ser_engine.errors.NoSpeechError` (``detect_speech=False`` turns the
+gate off, e.g. for training-time scoring).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .errors import (
     AudioTooLongError,
     AudioTooShortError,
     EmptyAudioError,
+    NoSpeechError,
     SilentAudioError,
 )
 from .features import extract_features
@@ -132,6 +137,11 @@ class Predictor:
     unsure_below : float, optional, keyword-only
         Confidence below which a prediction is flagged ``unsure`` (default:
         the bundle's ``metadata["unsure_below"]``, else 0.0 = never).
+    detect_speech : bool, default True, keyword-only
+        Refuse clips without speech (:class:`~ser_engine.errors.NoSpeechError`)
+        before classifying them, with the process's
+        :func:`~ser_engine.vad.default_detector` (loaded on first use, so a
+        Predictor still pickles); False classifies whatever comes.
 
     Raises
     ------
@@ -141,7 +151,12 @@ class Predictor:
     """
 
     def __init__(
-        self, bundle: ModelBundle, *, limits: AudioLimits | None = None, unsure_below: float | None = None
+        self,
+        bundle: ModelBundle,
+        *,
+        limits: AudioLimits | None = None,
+        unsure_below: float | None = None,
+        detect_speech: bool = True,
     ) -> None:
         if bundle.feature_config.sr != TARGET_SR:
             raise ValueError(f"Predictor: the model's features are at {bundle.feature_config.sr} Hz, not {TARGET_SR}")
@@ -152,6 +167,7 @@ class Predictor:
         self.bundle = bundle
         self.limits = limits or AudioLimits()
         self.unsure_below = float(unsure_below)
+        self.detect_speech = bool(detect_speech)
         self._columns = [bundle.labels[int(c)] for c in bundle.pipeline.classes_]
 
     @classmethod
@@ -161,6 +177,7 @@ class Predictor:
         *,
         limits: AudioLimits | None = None,
         unsure_below: float | None = None,
+        detect_speech: bool = True,
     ) -> Predictor:
         """Load a bundle (verified, see :func:`~ser_engine.bundle.load_bundle`) and wrap it.
 
@@ -172,6 +189,8 @@ class Predictor:
             Decoding limits.
         unsure_below : float, optional
             See :class:`Predictor`.
+        detect_speech : bool, default True
+            See :class:`Predictor`.
 
         Returns
         -------
@@ -182,7 +201,8 @@ class Predictor:
         ModelNotFoundError, ModelIntegrityError, ModelCompatibilityError
             As :func:`~ser_engine.bundle.load_bundle`.
         """
-        return cls(load_bundle(path if path is not None else DEFAULT_MODEL_PATH), limits=limits, unsure_below=unsure_below)
+        bundle = load_bundle(path if path is not None else DEFAULT_MODEL_PATH)
+        return cls(bundle, limits=limits, unsure_below=unsure_below, detect_speech=detect_speech)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -216,6 +236,8 @@ class Predictor:
         ser_engine.errors.AudioError
             Any error of :func:`~ser_engine.audio.load_audio` (empty, too
             large, too long, too short, undecodable, silent).
+        NoSpeechError
+            If ``detect_speech`` and the detector finds no speech.
         """
         y = load_audio(source, sr=TARGET_SR, limits=self.limits)
         return self._classify(y, speaker_stats)
@@ -248,6 +270,8 @@ class Predictor:
             If ``y`` is not one-dimensional or ``sr`` is not positive.
         EmptyAudioError, AudioTooShortError, AudioTooLongError, SilentAudioError
             If the signal is empty, outside the duration limits, or silent.
+        NoSpeechError
+            If ``detect_speech`` and the detector finds no speech.
         """
         y = np.asarray(y, dtype=np.float32)
         if y.ndim != 1 or sr <= 0:
@@ -319,8 +343,15 @@ class Predictor:
         )
 
     def _classify(self, y: np.ndarray, speaker_stats: RunningStatsLike | None = None) -> Prediction:
+        if self.detect_speech:
+            from .vad import default_detector
+
+            detector = default_detector()
+            speech_s = detector.speech_seconds(y)
+            if speech_s < detector.settings.min_speech_s:
+                raise NoSpeechError(speech_s, detector.settings.min_speech_s)
         features = extract_features(y=y, sr=TARGET_SR, config=self.bundle.feature_config)
         return self.classify_features(features, speaker_stats=speaker_stats, duration_s=float(y.size / TARGET_SR))
 
     def __repr__(self) -> str:
-        return f"Predictor(labels={self.labels!r}, unsure_below={self.unsure_below})"
+        return f"Predictor(labels={self.labels!r}, unsure_below={self.unsure_below}, detect_speech={self.detect_speech})"
