@@ -22,8 +22,10 @@ least ``threshold`` are speech; runs shorter than ``min_run_s`` are dropped
 ``min_speech_s`` of speech remains.  :func:`default_detector` is the one the
 engine uses: Silero, chosen by ``python -m benchmarks.vad`` (see
 :data:`DEFAULT_SETTINGS` for the figures).  WebRTC's detector calls most
-tones, sweeps and music speech: at its most aggressive setting it refused
-at most 69 % of the generated non-speech clips, against 98 % for Silero.
+tones, sweeps, clicks and music speech: at its most aggressive setting it
+refused 47 % / 58 % of the generated non-speech clips (seeds 0 / 1) with the
+same settings, and at most 69 % over the settings tried, against 98 % for
+Silero.  Silero costs more: 10.7 ms of CPU per 5 s clip against 0.5 ms.
 """
 
 from __future__ import annotations
