@@ -23,6 +23,7 @@ gate off, e.g. for training-time scoring).
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -291,6 +292,42 @@ class Predictor:
         if level < self.limits.silence_dbfs:
             raise SilentAudioError(level)
         return self._classify(np.ascontiguousarray(y), speaker_stats)
+
+    def warm_up(self, y: np.ndarray, sr: int = TARGET_SR) -> Prediction:
+        """Run every stage once, so that the first real request does not pay for loading and caches.
+
+        The speech detector (when ``detect_speech``) loads its model and
+        scores ``y`` but does not gate it: warm-up signals are synthetic, and
+        the detector rightly finds no speech in them.  Then ``y`` is
+        classified as :meth:`predict_signal` would (filter banks, FFT plans).
+
+        Parameters
+        ----------
+        y : np.ndarray, shape (n_samples,)
+            Any non-silent mono signal.
+        sr : int, default 16000
+            Its sample rate in Hz.
+
+        Returns
+        -------
+        Prediction
+            Of no meaning for a synthetic signal.
+
+        Raises
+        ------
+        ValueError, ser_engine.errors.AudioError
+            As :meth:`predict_signal` (except :class:`~ser_engine.errors.NoSpeechError`).
+        """
+        if self.detect_speech:
+            from .vad import default_detector
+
+            x = np.asarray(y, dtype=np.float32)
+            if sr != TARGET_SR and sr > 0:
+                x = soxr.resample(x, sr, TARGET_SR, quality="HQ").astype(np.float32, copy=False)
+            default_detector().speech_seconds(x)
+        ungated = copy.copy(self)
+        ungated.detect_speech = False
+        return ungated.predict_signal(y, sr)
 
     def classify_features(
         self, features: np.ndarray, *, speaker_stats: RunningStatsLike | None = None, duration_s: float = 0.0

@@ -62,6 +62,8 @@ def test_a_tone_a_square_wave_and_noise_are_refused(detector: SpeechDetector, pr
     # With the gate off, the model classifies whatever comes (as training-time scoring needs).
     ungated = Predictor(predictor.bundle, detect_speech=False)
     assert ungated.predict_signal(square).label in predictor.labels
+    # Warming up (the service's synthetic signal) loads the detector without being refused.
+    assert predictor.warm_up(square).label in predictor.labels and predictor.detect_speech
     # The gate survives pickling (the service sends the Predictor to worker processes).
     assert pickle.loads(pickle.dumps(predictor)).detect_speech is True
 
