@@ -242,13 +242,26 @@ def test_mic_applies_its_drawn_response(speech: np.ndarray) -> None:
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
 def test_short_keeps_the_first_one_and_a_half_seconds_of_speech(path: Path) -> None:
+    from ser_engine.vad import default_detector
+
     y = load_audio(path)
     out = apply_condition(y, "short1.5")
     assert out.size == 24000  # exactly 1.5 s at 16 kHz
-    # It starts with the first 20 ms frame within 40 dB of the loudest frame: where the speech starts.
+    # It starts 0.1 s before the detector's first speech, close to where the energy rises: the first 20 ms
+    # frame within 40 dB of the loudest.
     frames = np.mean(y[: y.size // 320 * 320].astype(np.float64).reshape(-1, 320) ** 2, axis=1)
-    start = 320 * int(np.argmax(frames >= frames.max() * 1e-4))
-    assert start > 0.2 * 16000  # RAVDESS clips open with silence
+    onset = 320 * int(np.argmax(frames >= frames.max() * 1e-4))
+    start = round((default_detector().speech_segments(y)[0][0] - 0.1) * 16000)
+    assert onset > 0.2 * 16000 and abs(start - onset) < 0.2 * 16000  # RAVDESS clips open with silence
     np.testing.assert_array_equal(out, y[start : start + 24000])
     assert np.mean(y[start - 3200 : start].astype(np.float64) ** 2) < 1e-2 * np.mean(out.astype(np.float64) ** 2)
+    # Without the detector: from the energy onset exactly.
+    np.testing.assert_array_equal(first_speech(y, use_vad=False), y[onset : onset + 24000])
+    # In pink noise at 10 dB SNR every frame is within 40 dB: the energy rule starts at the first sample,
+    # the detector still at the speech.
+    noisy = add_noise(y, 10.0, color="pink", seed=1)
+    assert active_region(noisy, margin_s=0.0).start == 0
+    noisy_start = round((default_detector().speech_segments(noisy)[0][0] - 0.1) * 16000)
+    assert abs(noisy_start - onset) < 0.2 * 16000
+    np.testing.assert_array_equal(apply_condition(noisy, "short1.5"), noisy[noisy_start : noisy_start + 24000])
     assert first_speech(y[:8000], 1.5).size <= 8000
