@@ -146,7 +146,8 @@ def _music(n: int, rng: np.random.Generator) -> np.ndarray:
     for start in range(0, n, beat):
         length = min(n - start, int(beat * rng.uniform(0.8, 2.0)))
         f0 = root * _NOTE_RATIOS[int(rng.integers(len(_NOTE_RATIOS)))] * (2.0 if rng.random() < 0.2 else 1.0)
-        x[start : start + length] += _harmonic(f0, length, rng, partials=int(rng.integers(1, 10))) * _envelope(length, rng)
+        note = _harmonic(f0, length, rng, partials=int(rng.integers(1, 10)))
+        x[start : start + length] += note * _envelope(length, rng)
     if rng.random() < 0.5:  # drums: a kick (decaying low sine) and a hi-hat (noise burst) on the beats
         kick_t = _t(int(0.15 * SR))
         kick = np.sin(2 * np.pi * (60 + 80 * np.exp(-kick_t * 30)) * kick_t) * np.exp(-kick_t * 20)

@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,13 +36,13 @@ DEFAULT_DATA = Path(os.environ.get("SER_RAVDESS_DIR", ROOT.parent / "shared" / "
 OTHER = ("nemo", "ased", "emovo", "urdu", "emotiontts")
 
 
-def _cost_ms(scorer: object, y: np.ndarray, repeats: int) -> tuple[float, float]:
+def _cost_ms(scorer: Any, y: np.ndarray, repeats: int) -> tuple[float, float]:
     """Median wall and CPU milliseconds of ``scorer.frame_scores(y)``."""
-    scorer.frame_scores(y)  # type: ignore[attr-defined]  # warm-up: the first ONNX run allocates
+    scorer.frame_scores(y)  # warm-up: the first ONNX run allocates
     wall, cpu = [], []
     for _ in range(repeats):
         t, c = time.perf_counter(), time.process_time()
-        scorer.frame_scores(y)  # type: ignore[attr-defined]
+        scorer.frame_scores(y)
         wall.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
     return 1000 * float(np.median(wall)), 1000 * float(np.median(cpu))
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     detectors = {"silero": SpeechDetector(SileroVad(), DEFAULT_SETTINGS)}
     detectors |= {f"webrtc-{a}": SpeechDetector(WebRtcVad(a), DEFAULT_SETTINGS) for a in range(4)}
-    result: dict[str, dict[str, object]] = {name: {} for name in detectors}
+    result: dict[str, dict[str, Any]] = {name: {} for name in detectors}
 
     for seed in (0, 1):
         clips = nonspeech_clips(args.per_kind, seed=seed)
@@ -86,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         other = []
         for corpus in OTHER:
             clips = load_manifest(args.data / corpus)
-            other += [(corpus, load_audio(clips[i].path)) for i in rng.choice(len(clips), min(args.other, len(clips)), replace=False)]
+            picked = rng.choice(len(clips), min(args.other, len(clips)), replace=False)
+            other += [(corpus, load_audio(clips[i].path)) for i in picked]
         for name, det in detectors.items():
             accepted = np.array([det.has_speech(y) for _, y in other])
             result[name]["other_accepted"] = float(accepted.mean())
@@ -113,18 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("| kind | " + " | ".join(result) + " |", file=out)
     print("|---|" + "---|" * len(result), file=out)
     for kind in KINDS:
-        cells = [f"{r['per_kind_seed0'][kind]:.0%} / {r['per_kind_seed1'][kind]:.0%}" for r in result.values()]  # type: ignore[index]
+        cells = [f"{r['per_kind_seed0'][kind]:.0%} / {r['per_kind_seed1'][kind]:.0%}" for r in result.values()]
         print(f"| {kind} | " + " | ".join(cells) + " |", file=out)
     silero = result["silero"]
-    print(f"\nRAVDESS clips Silero refused: {', '.join(silero['ravdess_refused_clips']) or 'none'}", file=out)  # type: ignore[arg-type]
+    print(f"\nRAVDESS clips Silero refused: {', '.join(silero['ravdess_refused_clips']) or 'none'}", file=out)
     if "other_accepted_per_corpus" in silero:
-        print("Silero's acceptance per other corpus: "
-              + ", ".join(f"{c} {v:.0%}" for c, v in silero["other_accepted_per_corpus"].items()), file=out)  # type: ignore[union-attr]  # fmt: skip
+        shares = ", ".join(f"{c} {v:.0%}" for c, v in silero["other_accepted_per_corpus"].items())
+        print(f"Silero's acceptance per other corpus: {shares}", file=out)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
-    met = min(silero["nonspeech_refused_seed0"], silero["nonspeech_refused_seed1"]) >= 0.95  # type: ignore[type-var]
-    met = met and silero["ravdess_accepted"] >= 0.995  # type: ignore[operator]
+    met = min(silero["nonspeech_refused_seed0"], silero["nonspeech_refused_seed1"]) >= 0.95
+    met = met and silero["ravdess_accepted"] >= 0.995
     print(f"\nTargets (>= 95 % refused, >= 99.5 % accepted) for Silero: {'met' if met else 'NOT met'}", file=out)
     return 0 if met else 1
 

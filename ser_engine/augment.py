@@ -290,8 +290,8 @@ def _phone_filter(sr: int) -> np.ndarray:
     transition = 50.0
     numtaps, beta = kaiserord(60.0, transition / (0.5 * sr))
     lo, hi = PHONE_BAND_HZ
-    taps = firwin(numtaps | 1, [lo - transition / 2, hi + transition / 2], window=("kaiser", beta), pass_zero=False, fs=sr)
-    return taps
+    edges = [lo - transition / 2, hi + transition / 2]
+    return firwin(numtaps | 1, edges, window=("kaiser", beta), pass_zero=False, fs=sr)
 
 
 def _band(x: np.ndarray, taps: np.ndarray) -> np.ndarray:

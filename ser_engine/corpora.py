@@ -723,7 +723,9 @@ def load_manifest(
         if not path.is_file():
             raise CorpusError(f"{where}/{source.name} line {line}: the audio file {row['path']!r} does not exist.")
         if path in seen:
-            raise CorpusError(f"{where}/{source.name} line {line}: {row['path']!r} is listed twice (line {seen[path]}).")
+            raise CorpusError(
+                f"{where}/{source.name} line {line}: {row['path']!r} is listed twice (line {seen[path]})."
+            )
         seen[path] = line
         if not row["speaker"] or not row["corpus"]:
             raise CorpusError(f"{where}/{source.name} line {line}: no speaker or no corpus.")
@@ -822,7 +824,9 @@ def load_corpora(
             found = load_ravdess(path, emotions=chosen, include_song=include_song)
         for clip in found:
             if speakers.setdefault(clip.speaker, clip.corpus) != clip.corpus:
-                raise CorpusError(f"The speaker {clip.speaker!r} occurs in both {speakers[clip.speaker]} and {clip.corpus}.")
+                raise CorpusError(
+                    f"The speaker {clip.speaker!r} occurs in both {speakers[clip.speaker]} and {clip.corpus}."
+                )
         clips.extend(found)
     if not folders:
         raise CorpusError("No corpus folder was given.")
@@ -830,7 +834,9 @@ def load_corpora(
     for clip in clips:
         other = by_file.setdefault(clip.path.resolve(), clip)
         if other is not clip:
-            raise CorpusError(f"The audio file {clip.path.name!r} belongs to two corpora ({other.corpus}, {clip.corpus}).")
+            raise CorpusError(
+                f"The audio file {clip.path.name!r} belongs to two corpora ({other.corpus}, {clip.corpus})."
+            )
     return clips
 
 

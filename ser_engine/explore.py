@@ -187,8 +187,8 @@ def _figures(
 
     # A waveform and a spectrogram per emotion, per corpus.
     for corpus in corpora:
-        examples = [(lab, next((c for c, _ in measured if c.corpus == corpus and c.label == lab), None)) for lab in labels]
-        examples = [(lab, c) for lab, c in examples if c is not None]
+        first = {lab: next((c for c, _ in measured if c.corpus == corpus and c.label == lab), None) for lab in labels}
+        examples = [(lab, c) for lab, c in first.items() if c is not None]
         if not examples:
             continue
         fig, axes = plt.subplots(2, len(examples), figsize=(2.6 * len(examples), 4.6), squeeze=False)
@@ -364,7 +364,8 @@ def build_report(
                "rate /s"], by_emotion),  # fmt: skip
     ]
     for name, caption in figures:
-        page.append(f"<h2>{html.escape(caption)}</h2>\n<img src=\"{html.escape(name)}\" alt=\"{html.escape(caption)}\">")
+        src, alt = html.escape(name), html.escape(caption)
+        page.append(f"<h2>{alt}</h2>\n<img src=\"{src}\" alt=\"{alt}\">")
     page.append("</body></html>\n")
     index = out / "index.html"
     index.write_text("\n".join(page), encoding="utf-8")

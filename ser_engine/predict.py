@@ -391,4 +391,6 @@ class Predictor:
         return self.classify_features(features, speaker_stats=speaker_stats, duration_s=float(y.size / TARGET_SR))
 
     def __repr__(self) -> str:
-        return f"Predictor(labels={self.labels!r}, unsure_below={self.unsure_below}, detect_speech={self.detect_speech})"
+        return (
+            f"Predictor(labels={self.labels!r}, unsure_below={self.unsure_below}, detect_speech={self.detect_speech})"
+        )

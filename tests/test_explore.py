@@ -20,7 +20,7 @@ EMOVO = RAVDESS_DIR.parent / "emovo"
 
 @pytest.fixture()
 def tiny(tmp_path: Path, fixture_clips: list[Path]) -> list[Path]:
-    """A RAVDESS folder of the four fixture clips and a manifest folder of six EMOVO clips (two actors, three emotions)."""
+    """A RAVDESS folder of the four fixture clips, a manifest folder of six EMOVO clips (2 actors, 3 emotions)."""
     _require((EMOVO / "manifest.csv").is_file(), f"EMOVO not found at {EMOVO}")
     ravdess = tmp_path / "ravdess"
     for clip in fixture_clips:
