@@ -384,9 +384,8 @@ class Predictor:
             from .vad import default_detector
 
             detector = default_detector()
-            speech_s = detector.speech_seconds(y)
-            if speech_s < detector.settings.min_speech_s:
-                raise NoSpeechError(speech_s, detector.settings.min_speech_s)
+            if not detector.has_speech(y):  # stops scoring once enough speech is found
+                raise NoSpeechError(detector.speech_seconds(y), detector.settings.min_speech_s)
         features = extract_features(y=y, sr=TARGET_SR, config=self.bundle.feature_config)
         return self.classify_features(features, speaker_stats=speaker_stats, duration_s=float(y.size / TARGET_SR))
 

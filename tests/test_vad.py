@@ -118,3 +118,12 @@ def test_webrtc_takes_tones_for_speech_where_silero_does_not(fixture_clips: list
     assert all(webrtc.has_speech(load_audio(p)) for p in fixture_clips)
     with pytest.raises(ValueError):
         WebRtcVad(4)
+
+
+def test_scoring_in_blocks_and_stopping_early_change_nothing(detector: SpeechDetector, fixture_clips: list[Path]) -> None:
+    clips = [load_audio(p) for p in fixture_clips] + [y for _, y in nonspeech_clips(1, seed=2)]
+    for y in clips:
+        full = detector.scorer.frame_scores(y)
+        assert full.size == -(-y.size // 512)
+        np.testing.assert_array_equal(np.concatenate(list(detector.scorer.iter_frame_scores(y, 7))), full)
+        assert detector.has_speech(y) == (detector.speech_seconds(y) >= DEFAULT_SETTINGS.min_speech_s)
