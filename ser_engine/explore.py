@@ -51,7 +51,7 @@ import numpy as np
 from .audio import TARGET_SR, load_audio
 from .augment import active_power
 from .corpora import Clip, corpus_info, load_corpora
-from .errors import SERError
+from .errors import AudioError, SERError
 
 __all__ = ["ClipMeasures", "build_report", "main", "measure_clip"]
 
@@ -125,13 +125,24 @@ def measure_clip(path: str | os.PathLike[str]) -> ClipMeasures:
     )
 
 
+def _measure_or_none(path: Path) -> ClipMeasures | str:
+    """:func:`measure_clip`, or the engine's message when the clip is refused (the report goes on without it)."""
+    try:
+        return measure_clip(path)
+    except AudioError as exc:
+        return exc.user_message
+
+
 def _duration(path: Path) -> float:
     import soundfile as sf
 
     try:
         return float(sf.info(str(path)).duration)
     except (RuntimeError, sf.LibsndfileError):  # not readable by libsndfile: decode it
-        return load_audio(path, sr=TARGET_SR).size / TARGET_SR
+        try:
+            return load_audio(path, sr=TARGET_SR).size / TARGET_SR
+        except AudioError:
+            return float("nan")  # undecodable: named on the page if sampled, else left out of the durations
 
 
 def _sample(clips: Sequence[Clip], max_per_corpus: int, seed: int) -> list[Clip]:
@@ -172,7 +183,8 @@ def _figures(
     for i, corpus in enumerate(corpora):
         counts = [sum(1 for c in clips if c.corpus == corpus and c.label == lab) for lab in labels]
         ax1.bar(np.arange(len(labels)) + i * width, counts, width, label=corpus, color=colours[corpus])
-        ax2.hist(durations[[c.corpus == corpus for c in clips]], bins=40, range=(0, 10), histtype="step",
+        own = durations[[c.corpus == corpus for c in clips]]
+        ax2.hist(own[np.isfinite(own)], bins=40, range=(0, 10), histtype="step",
                  label=corpus, color=colours[corpus], density=True)  # fmt: skip
     ax1.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=30)
     ax1.set_ylabel("clips")
@@ -298,8 +310,11 @@ def build_report(
         If ``max_per_corpus`` or ``n_jobs`` is below 1.
     ser_engine.errors.CorpusError
         As :func:`~ser_engine.corpora.load_corpora`.
-    ser_engine.errors.AudioError
-        If a sampled clip cannot be decoded.
+
+    Notes
+    -----
+    A sampled clip that cannot be decoded (or is refused as silent, too
+    short...) is left out of the measures and named on the page.
     """
     from joblib import Parallel, delayed
 
@@ -310,8 +325,9 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     durations = np.array([_duration(c.path) for c in clips])
     sample = _sample(clips, max_per_corpus, seed)
-    results = Parallel(n_jobs=n_jobs)(delayed(measure_clip)(c.path) for c in sample)
-    measured = list(zip(sample, results, strict=True))
+    results = Parallel(n_jobs=n_jobs)(delayed(_measure_or_none)(c.path) for c in sample)
+    measured = [(c, m) for c, m in zip(sample, results, strict=True) if isinstance(m, ClipMeasures)]
+    refused = [(c, m) for c, m in zip(sample, results, strict=True) if isinstance(m, str)]
     figures = _figures(out, clips, durations, measured)
 
     with open(out / "clips.csv", "w", newline="", encoding="utf-8") as f:
@@ -330,7 +346,7 @@ def build_report(
         ms = [m for c, m in measured if c.corpus == corpus]
         info = corpus_info(corpus)
         rows.append([corpus, str(int(mask.sum())), str(len({c.speaker for c in clips if c.corpus == corpus})),
-                     _fmt(durations[mask].sum() / 3600, 2), _fmt(float(np.median(durations[mask])), 2),
+                     _fmt(float(np.nansum(durations[mask])) / 3600, 2), _fmt(_median(list(durations[mask])), 2),
                      str(len(ms)), _fmt(_median([m.level_dbfs for m in ms])), _fmt(_median([m.snr_db for m in ms])),
                      info.licence if info else "unknown", "yes" if info and info.shareable else "no"])  # fmt: skip
     by_emotion = []
@@ -338,7 +354,7 @@ def build_report(
         for label in dict.fromkeys(c.label for c in clips if c.corpus == corpus):
             mask = np.array([c.corpus == corpus and c.label == label for c in clips])
             ms = [m for c, m in measured if c.corpus == corpus and c.label == label]
-            by_emotion.append([corpus, label, str(int(mask.sum())), _fmt(float(np.median(durations[mask])), 2),
+            by_emotion.append([corpus, label, str(int(mask.sum())), _fmt(_median(list(durations[mask])), 2),
                                str(len(ms)), _fmt(_median([m.level_dbfs for m in ms])),
                                _fmt(_median([m.snr_db for m in ms])), _fmt(_median([m.pitch_hz for m in ms]), 0),
                                _fmt(_median([m.rate_per_s for m in ms]), 2)])  # fmt: skip
@@ -356,6 +372,10 @@ def build_report(
         f"<p>{len(clips)} clips in {len(corpora)} corpora; measures on a sample of at most {max_per_corpus} clips per "
         f"corpus (seed {seed}). Loudness: active speech level; SNR: that level over the 10th percentile of 20 ms "
         "frame powers; pitch: median YIN F0 of voiced frames; rate: voicing onsets per second.</p>",
+        "".join(
+            f"<p>Not measured: {html.escape(c.corpus)} {html.escape(c.path.name)}: {html.escape(m)}</p>\n"
+            for c, m in refused
+        ),
         "<h2>Per corpus</h2>",
         table(["corpus", "clips", "speakers", "hours", "median s", "measured", "loudness dBFS", "SNR dB", "licence",
                "shareable"], rows),  # fmt: skip

@@ -85,6 +85,17 @@ def test_measures_of_a_known_signal(tmp_path: Path) -> None:
     assert m.pitch_hz == pytest.approx(200.0, rel=0.03)
 
 
+def test_a_broken_clip_is_named_and_left_out(tiny: list[Path], tmp_path: Path) -> None:
+    broken = tiny[0] / "Actor_04" / "03-01-02-01-01-01-04.flac"
+    broken.write_bytes(b"not audio at all")
+    out = tmp_path / "report"
+    assert main([str(tiny[0]), "--out-dir", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    assert "Not measured: ravdess 03-01-02-01-01-01-04.flac" in page
+    with open(out / "clips.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4
+
+
 def test_bad_corpus_gets_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path / "nope"), "--out-dir", str(tmp_path / "r")]) == 1
     assert "does not exist" in capsys.readouterr().err
