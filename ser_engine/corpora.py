@@ -1,7 +1,14 @@
 """Labelled speech corpora: file lists with emotion, speaker and take metadata.
 
 RAVDESS, TESS, SAVEE, EmoDB and CREMA-D by their published file-naming
-conventions, and any folder described by a CSV of ``path,label,speaker``.
+conventions, any folder described by a CSV of ``path,label,speaker``, and
+the project's *manifest* corpora (a folder with a ``manifest.csv`` of
+``path,label,speaker,corpus,language,gender``: nEMO, ASED, EMOVO, URDU and
+emotiontts in ``../shared/data``).  :func:`load_corpora` reads several
+corpus folders at once, telling a manifest folder from a RAVDESS folder by
+the manifest file; :data:`CORPORA` records each known corpus' licence and
+whether a model trained on it may be shared.  Folders are walked through
+symbolic links.
 Labels live in the file names, so the loaders never open an audio file; all
 map their emotions to one vocabulary, :data:`LABELS` (the eight RAVDESS
 emotions plus EmoDB's ``"bored"``), and prefix speakers of the other corpora
@@ -25,26 +32,38 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from .errors import CorpusError
 
 __all__ = [
     "AUDIO_SUFFIXES",
+    "CORPORA",
     "LABELS",
     "LABEL_SYNONYMS",
     "LOADERS",
+    "MANIFEST_COLUMNS",
+    "MANIFEST_NAME",
     "RAVDESS_EMOTIONS",
+    "SPEAKER_FIXES",
     "Clip",
+    "CorpusInfo",
     "RavdessName",
+    "corpus_format",
+    "corpus_info",
     "label_counts",
+    "licence_table",
+    "load_corpora",
     "load_cremad",
     "load_csv_corpus",
     "load_emodb",
+    "load_manifest",
     "load_ravdess",
     "load_savee",
     "load_tess",
     "normalise_label",
     "parse_ravdess_name",
+    "shareable_clips",
 ]
 
 #: The eight RAVDESS emotions, in the order of their codes ``01`` ... ``08``.
@@ -89,6 +108,11 @@ class Clip:
     statement : str or None
         Which scripted sentence was spoken (RAVDESS: ``"kids"`` or ``"dogs"``),
         else None.
+    language : str or None
+        ISO 639-1 code of the spoken language (RAVDESS ``"en"``, manifests
+        their ``language`` column), else None.
+    gender : str or None
+        ``"F"`` or ``"M"`` as the corpus gives it, else None.
     """
 
     path: Path
@@ -97,6 +121,8 @@ class Clip:
     corpus: str
     intensity: str | None = None
     statement: str | None = None
+    language: str | None = None
+    gender: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +160,11 @@ class RavdessName:
     def speaker(self) -> str:
         """The speaker key, ``"Actor_NN"`` as the corpus' folders name it."""
         return f"Actor_{self.actor:02d}"
+
+    @property
+    def gender(self) -> str:
+        """``"M"`` for odd actor numbers, ``"F"`` for even ones (the corpus' README)."""
+        return "M" if self.actor % 2 else "F"
 
 
 def parse_ravdess_name(name: str | os.PathLike[str]) -> RavdessName:
@@ -202,8 +233,9 @@ def load_ravdess(
 ) -> list[Clip]:
     """List the labelled audio clips of a RAVDESS folder.
 
-    The folder is searched recursively for ``.wav`` and ``.flac`` files, so
-    both ``root/Actor_01/...`` and the release's
+    The folder is searched recursively for ``.wav`` and ``.flac`` files,
+    through symbolic links (a folder of linked ``Actor_NN`` folders reads
+    like the real one), so both ``root/Actor_01/...`` and the release's
     ``Audio_Speech_Actors_01-24/Actor_01/...`` layouts work.  Labels,
     intensity, statement and actor come from the file name alone.
 
@@ -221,7 +253,8 @@ def load_ravdess(
     Returns
     -------
     list of Clip
-        Sorted by path; ``Clip.speaker`` is ``"Actor_NN"``.
+        Sorted by path; ``Clip.speaker`` is ``"Actor_NN"``, ``language``
+        ``"en"``, ``gender`` from the actor number.
 
     Raises
     ------
@@ -263,6 +296,8 @@ def load_ravdess(
                 corpus="ravdess",
                 intensity=fields.intensity,
                 statement=fields.statement,
+                language="en",
+                gender=fields.gender,
             )
         )
     if not clips:
@@ -328,13 +363,33 @@ def normalise_label(label: str) -> str:
         raise CorpusError(f"The emotion label {label!r} is not one this engine knows ({', '.join(LABELS)}).") from None
 
 
+def _walk_files(folder: Path) -> list[Path]:
+    """Every file under ``folder``, following symbolic links to folders and files.
+
+    ``Path.rglob`` does not descend into linked folders before Python 3.13,
+    so a corpus whose ``Actor_NN`` folders are links read as empty.  A link
+    back to a folder above it (a cycle) is not entered.  Paths keep the
+    link names (``root/Actor_01/x.flac``), not the link targets.
+    """
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        here = Path(dirpath)
+        real = here.resolve()
+        if any(real == (folder / above).resolve() for above in here.relative_to(folder).parents):
+            dirnames[:] = []  # a cycle: this folder is one of its own ancestors
+            continue
+        files.extend(here / name for name in filenames)
+    return files
+
+
 def _audio_files(root: str | os.PathLike[str], corpus: str) -> tuple[Path, list[Path]]:
     folder = Path(root)
     if not folder.is_dir():
         raise CorpusError(f"The corpus folder {folder.name!r} does not exist or is not a folder.")
     files = sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file() and not p.name.startswith(".")
-    )
+        p for p in _walk_files(folder)
+        if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file() and not p.name.startswith(".")
+    )  # fmt: skip
     if not files:
         raise CorpusError(f"The {corpus} folder {folder.name!r} holds no .wav or .flac files.")
     return folder, files
@@ -587,6 +642,323 @@ def load_csv_corpus(
     return _keep(clips, emotions, name, source.parent)
 
 
+# ------------------------------------------------------- manifest corpora
+#: File name of a manifest corpus' clip list, in the corpus folder.
+MANIFEST_NAME: Final[str] = "manifest.csv"
+
+#: Columns of a manifest (``../shared/data/README.md``).
+MANIFEST_COLUMNS: Final[tuple[str, ...]] = ("path", "label", "speaker", "corpus", "language", "gender")
+
+#: ``(corpus, file stem) -> (speaker, gender)`` corrections of known errors in source file names.
+#: ASED's five one-clip male ids ``ased-M09``, ``-M15``, ``-M21``, ``-M23``, ``-M25`` are each the
+#: missing other repetition of a clip by the female speaker of the same number, with a female
+#: pitch (median F0 266-399 Hz): gender typos, merged as ``../shared/data/README.md`` ("ased/") says.
+SPEAKER_FIXES: Final[dict[tuple[str, str], tuple[str, str]]] = {
+    ("ased", "s4-01-02-02-09"): ("ased-F09", "F"),
+    ("ased", "f2-01-01-02-15"): ("ased-F15", "F"),
+    ("ased", "f2-07-02-02-21"): ("ased-F21", "F"),
+    ("ased", "s4-04-01-02-23"): ("ased-F23", "F"),
+    ("ased", "f2-02-01-02-25"): ("ased-F25", "F"),
+}
+
+
+def load_manifest(
+    root: str | os.PathLike[str], *, emotions: Iterable[str] | None = None, fix_speakers: bool = True
+) -> list[Clip]:
+    """Clips of a manifest corpus: a folder with a ``manifest.csv``.
+
+    The manifest (UTF-8, header ``path,label,speaker,corpus,language,gender``,
+    extra columns ignored) has one row per clip: ``path`` relative to the
+    folder (or absolute, symbolic links followed), ``label`` any spelling
+    :func:`normalise_label` knows, ``speaker`` an id unique across corpora
+    (kept as it is, e.g. ``"nemo-EB0"``), ``language`` an ISO 639-1 code,
+    ``gender`` ``F`` or ``M`` (or empty).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The corpus folder, or its manifest file itself.
+    emotions : iterable of str, optional
+        Keep only these (any spelling :func:`normalise_label` knows).
+    fix_speakers : bool, default True
+        Apply :data:`SPEAKER_FIXES` (ASED's gender typos: five one-clip ids
+        merged into the female speaker they belong to), so that a
+        speaker-grouped split keeps each person on one side.
+
+    Returns
+    -------
+    list of Clip
+        Sorted by path, with ``corpus``, ``language`` and ``gender`` from
+        the manifest.
+
+    Raises
+    ------
+    CorpusError
+        If the folder or manifest is missing or unreadable, lacks a column,
+        a row names a missing audio file, the same file twice, an unknown
+        label, an empty speaker or corpus, or a gender other than F/M; or no
+        clip of the chosen emotions remains.
+    """
+    import csv
+
+    given = Path(root)
+    source = given / MANIFEST_NAME if given.is_dir() else given
+    if not source.is_file():
+        raise CorpusError(f"The corpus folder {given.name!r} has no {MANIFEST_NAME}.")
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        raise CorpusError(f"The corpus list {source.name!r} cannot be read.") from None
+    reader = csv.DictReader(text.splitlines())
+    missing = set(MANIFEST_COLUMNS) - {f.strip().lower() for f in reader.fieldnames or []}
+    if missing:
+        raise CorpusError(f"The manifest {source.name!r} lacks the column(s) {', '.join(sorted(missing))}.")
+    clips: list[Clip] = []
+    seen: dict[Path, int] = {}
+    where = source.parent.name
+    for line, raw in enumerate(reader, start=2):
+        row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
+        path = Path(row["path"])
+        path = path if path.is_absolute() else source.parent / path
+        if not path.is_file():
+            raise CorpusError(f"{where}/{source.name} line {line}: the audio file {row['path']!r} does not exist.")
+        if path in seen:
+            raise CorpusError(
+                f"{where}/{source.name} line {line}: {row['path']!r} is listed twice (line {seen[path]})."
+            )
+        seen[path] = line
+        if not row["speaker"] or not row["corpus"]:
+            raise CorpusError(f"{where}/{source.name} line {line}: no speaker or no corpus.")
+        gender = row["gender"].upper() or None
+        if gender not in (None, "F", "M"):
+            raise CorpusError(f"{where}/{source.name} line {line}: gender {row['gender']!r} is not F or M.")
+        speaker, corpus = row["speaker"], row["corpus"].lower()
+        if fix_speakers and (corpus, path.name.split(".", 1)[0]) in SPEAKER_FIXES:
+            speaker, gender = SPEAKER_FIXES[(corpus, path.name.split(".", 1)[0])]
+        clips.append(Clip(path, normalise_label(row["label"]), speaker, corpus,
+                          language=row["language"].lower() or None, gender=gender))  # fmt: skip
+    return _keep(clips, emotions, where, source.parent)
+
+
+def corpus_format(root: str | os.PathLike[str]) -> str:
+    """Tell a manifest corpus from a RAVDESS folder.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        A corpus folder, or a ``.csv`` manifest file.
+
+    Returns
+    -------
+    str
+        ``"manifest"`` for a ``.csv`` file or a folder holding
+        :data:`MANIFEST_NAME`, else ``"ravdess"``.
+
+    Raises
+    ------
+    CorpusError
+        If ``root`` is neither a folder nor a ``.csv`` file.
+    """
+    path = Path(root)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return "manifest"
+    if not path.is_dir():
+        raise CorpusError(f"The corpus folder {path.name!r} does not exist or is not a folder.")
+    return "manifest" if (path / MANIFEST_NAME).is_file() else "ravdess"
+
+
+def load_corpora(
+    roots: Iterable[str | os.PathLike[str]],
+    *,
+    emotions: Iterable[str] | None = None,
+    include_song: bool = False,
+    fix_speakers: bool = True,
+) -> list[Clip]:
+    """Clips of several corpus folders, each read by the loader its layout needs.
+
+    A folder with a ``manifest.csv`` (or the file itself) is read by
+    :func:`load_manifest`, any other folder by :func:`load_ravdess`
+    (:func:`corpus_format`).  A corpus without one of the chosen emotions
+    simply contributes no clip of it.
+
+    Parameters
+    ----------
+    roots : iterable of str or os.PathLike
+        Corpus folders (or manifest files), e.g. ``../shared/data/ravdess-16k``
+        and ``../shared/data/nemo``.
+    emotions : iterable of str, optional
+        Keep only these; every emotion by default.  Names outside RAVDESS'
+        eight are refused when a RAVDESS folder is among ``roots``.
+    include_song : bool, default False
+        Passed to :func:`load_ravdess`.
+    fix_speakers : bool, default True
+        Passed to :func:`load_manifest`.
+
+    Returns
+    -------
+    list of Clip
+        Corpus by corpus in the order of ``roots``, each sorted by path.
+
+    Raises
+    ------
+    CorpusError
+        If no folder is given, the same folder or audio file comes twice, a
+        speaker id occurs in two corpora, a corpus holds none of the chosen
+        emotions, or any error of the loaders.
+    ValueError
+        As :func:`load_ravdess` for emotions RAVDESS does not know.
+    """
+    chosen = None if emotions is None else list(emotions)
+    clips: list[Clip] = []
+    folders: dict[Path, str] = {}
+    speakers: dict[str, str] = {}
+    for root in roots:
+        path = Path(root)
+        real = path.resolve()
+        if real in folders:
+            raise CorpusError(f"The corpus {path.name!r} is given twice.")
+        folders[real] = path.name
+        if corpus_format(path) == "manifest":
+            found = load_manifest(path, emotions=chosen, fix_speakers=fix_speakers)
+        else:
+            found = load_ravdess(path, emotions=chosen, include_song=include_song)
+        for clip in found:
+            if speakers.setdefault(clip.speaker, clip.corpus) != clip.corpus:
+                raise CorpusError(
+                    f"The speaker {clip.speaker!r} occurs in both {speakers[clip.speaker]} and {clip.corpus}."
+                )
+        clips.extend(found)
+    if not folders:
+        raise CorpusError("No corpus folder was given.")
+    by_file: dict[Path, Clip] = {}
+    for clip in clips:
+        other = by_file.setdefault(clip.path.resolve(), clip)
+        if other is not clip:
+            raise CorpusError(
+                f"The audio file {clip.path.name!r} belongs to two corpora ({other.corpus}, {clip.corpus})."
+            )
+    return clips
+
+
+# ----------------------------------------------------------------- licences
+@dataclass(frozen=True)
+class CorpusInfo:
+    """What a corpus may be used for, and how to score it.
+
+    Attributes
+    ----------
+    name : str
+        ``Clip.corpus`` of its clips.
+    title : str
+        The corpus' full name and language.
+    licence : str
+        Its terms, as its source states them.
+    shareable : bool
+        Whether a model trained on it may be shipped to others (under the
+        licence's conditions, e.g. non-commercial, share-alike).  A shipped
+        model trains only on shareable corpora; the others serve for
+        measurement and for a user's own local model.
+    own_speaker_stats : bool
+        Whether scoring with a speaker's own feature statistics measures
+        anything: not where speakers are tied to one emotion (URDU), because
+        per-speaker normalisation then erases the emotion.
+    source : str
+        Where the data comes from and how to cite it.
+    """
+
+    name: str
+    title: str
+    licence: str
+    shareable: bool
+    own_speaker_stats: bool
+    source: str
+
+
+#: Corpus name -> :class:`CorpusInfo`, from ``../shared/data/README.md`` and each source's licence file.
+CORPORA: Final[dict[str, CorpusInfo]] = {
+    info.name: info
+    for info in (
+        CorpusInfo("ravdess", "RAVDESS speech, English (North American)", "CC BY-NC-SA 4.0", True, True,
+                   "Livingstone & Russo (2018) PLoS ONE 13(5): e0196391; zenodo.org/record/1188976"),
+        CorpusInfo("nemo", "nEMO, Polish", "CC BY-NC-SA 4.0", True, True,
+                   "Christop (2024) LREC-COLING 2024, 12111-12116; amu-cai/nEMO"),
+        CorpusInfo("emotiontts", "emotiontts open DB (emotional part), Korean",
+                   "CC BY-NC-SA 4.0 (README: research use, not commercial)", True, True,
+                   "emotiontts/emotiontts_open_db (SELVAS AI)"),
+        CorpusInfo("ased", "ASED v1, Amharic", "none stated", False, True,
+                   "Retta et al. (2023) ACM TALLIP, doi:10.1145/3529759; wgwangang/ASED_V1"),
+        CorpusInfo("emovo", "EMOVO, Italian",
+                   "not stated (the redistributing repository is Apache-2.0, not the corpus)", False, True,
+                   "Costantini et al. (2014) LREC 2014; via fp1acm8/SER"),
+        CorpusInfo("urdu", "URDU, Urdu (TV talk shows)", "research use only (README)", False, False,
+                   "Latif et al. (2018) arXiv:1812.10411; siddiquelatif/URDU-Dataset"),
+    )
+}  # fmt: skip
+
+
+def corpus_info(name: str) -> CorpusInfo | None:
+    """The :class:`CorpusInfo` of a corpus name (case-insensitive), None if unknown.
+
+    Parameters
+    ----------
+    name : str
+        E.g. ``"nemo"``.
+
+    Returns
+    -------
+    CorpusInfo or None
+    """
+    return CORPORA.get(name.strip().lower())
+
+
+def shareable_clips(clips: Sequence[Clip]) -> list[Clip]:
+    """The clips a shipped model may train on: those of corpora whose licence allows sharing it.
+
+    Unknown corpora count as not shareable: nothing ships whose terms are not recorded in :data:`CORPORA`.
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+
+    Returns
+    -------
+    list of Clip
+        In the input order.
+    """
+    return [c for c in clips if (info := corpus_info(c.corpus)) is not None and info.shareable]
+
+
+def licence_table(clips: Sequence[Clip]) -> list[dict[str, object]]:
+    """One row per corpus of ``clips`` for a model card: licence, shareability and counts.
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+
+    Returns
+    -------
+    list of dict
+        In order of first appearance, each with ``corpus``, ``title``,
+        ``licence`` (``"unknown"`` for a corpus not in :data:`CORPORA`),
+        ``shareable``, ``clips``, ``speakers`` and ``labels`` (label ->
+        clip count).
+    """
+    rows: dict[str, dict[str, object]] = {}
+    for name in dict.fromkeys(c.corpus for c in clips):
+        info = corpus_info(name)
+        own = [c for c in clips if c.corpus == name]
+        rows[name] = {
+            "corpus": name,
+            "title": info.title if info else name,
+            "licence": info.licence if info else "unknown",
+            "shareable": bool(info and info.shareable),
+            "clips": len(own),
+            "speakers": len({c.speaker for c in own}),
+            "labels": label_counts(own),
+        }
+    return list(rows.values())
+
+
 #: ``--format`` name -> loader(root, emotions=...).
 LOADERS = {
     "ravdess": load_ravdess,
@@ -595,4 +967,5 @@ LOADERS = {
     "emodb": load_emodb,
     "cremad": load_cremad,
     "csv": load_csv_corpus,
+    "manifest": load_manifest,
 }

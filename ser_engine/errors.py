@@ -18,6 +18,7 @@ __all__ = [
     "AudioFormatLimitError",
     "UndecodableAudioError",
     "SilentAudioError",
+    "NoSpeechError",
     "ModelError",
     "ModelNotFoundError",
     "ModelIntegrityError",
@@ -168,6 +169,23 @@ class SilentAudioError(AudioError):
     def __init__(self, level_dbfs: float) -> None:
         self.level_dbfs = level_dbfs
         super().__init__("That recording is silent: I could not hear any speech in it.")
+
+
+class NoSpeechError(AudioError):
+    """The voice-activity detector found no speech in the audio (a tone, music, noise...).
+
+    Attributes
+    ----------
+    speech_s : float
+        Seconds of speech the detector found (below its minimum).
+    min_speech_s : float
+        The detector's minimum in seconds.
+    """
+
+    def __init__(self, speech_s: float = 0.0, min_speech_s: float = 0.0) -> None:
+        self.speech_s = speech_s
+        self.min_speech_s = min_speech_s
+        super().__init__("I couldn't hear any speech in that recording.")
 
 
 # --------------------------------------------------------------------- model

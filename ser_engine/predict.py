@@ -14,11 +14,16 @@ statistics are used.  The raw feature vector comes back in
 :attr:`Prediction.features`, so a caller can update the speaker's
 statistics without extracting the features twice.  Probabilities are
 temperature-scaled by ``bundle.temperature``; below a confidence threshold
-the prediction is flagged :attr:`Prediction.unsure`.
+the prediction is flagged :attr:`Prediction.unsure`.  Before anything is
+classified, a voice-activity detector (:func:`ser_engine.vad.default_detector`)
+checks that the clip holds speech; without it the predictor raises
+:class:`~ser_engine.errors.NoSpeechError` (``detect_speech=False`` turns the
+gate off, e.g. for training-time scoring).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +37,7 @@ from .errors import (
     AudioTooLongError,
     AudioTooShortError,
     EmptyAudioError,
+    NoSpeechError,
     SilentAudioError,
 )
 from .features import extract_features
@@ -144,6 +150,11 @@ class Predictor:
         bundle's :attr:`~ser_engine.bundle.ModelBundle.model_version`, e.g.
         ``"v3@sha256:<hex>"`` from a registry, ``"ravdess-8class@sha256:<hex>"``
         from a file, ``"unsaved"`` for an in-memory bundle).
+    detect_speech : bool, default True, keyword-only
+        Refuse clips without speech (:class:`~ser_engine.errors.NoSpeechError`)
+        before classifying them, with the process's
+        :func:`~ser_engine.vad.default_detector` (loaded on first use, so a
+        Predictor still pickles); False classifies whatever comes.
 
     Attributes
     ----------
@@ -165,6 +176,7 @@ class Predictor:
         limits: AudioLimits | None = None,
         unsure_below: float | None = None,
         model_version: str | None = None,
+        detect_speech: bool = True,
     ) -> None:
         if bundle.feature_config.sr != TARGET_SR:
             raise ValueError(f"Predictor: the model's features are at {bundle.feature_config.sr} Hz, not {TARGET_SR}")
@@ -180,6 +192,7 @@ class Predictor:
         self.bundle = bundle
         self.limits = limits or AudioLimits()
         self.unsure_below = float(unsure_below)
+        self.detect_speech = bool(detect_speech)
         self._columns = [bundle.labels[int(c)] for c in bundle.pipeline.classes_]
 
     @classmethod
@@ -190,6 +203,7 @@ class Predictor:
         limits: AudioLimits | None = None,
         unsure_below: float | None = None,
         model_version: str | None = None,
+        detect_speech: bool = True,
     ) -> Predictor:
         """Load a bundle (verified, see :func:`~ser_engine.bundle.load_bundle`) and wrap it.
 
@@ -203,6 +217,8 @@ class Predictor:
             See :class:`Predictor`.
         model_version : str, optional
             See :class:`Predictor` (default ``"<file stem>@sha256:<hex>"``).
+        detect_speech : bool, default True
+            See :class:`Predictor`.
 
         Returns
         -------
@@ -214,7 +230,8 @@ class Predictor:
             As :func:`~ser_engine.bundle.load_bundle`.
         """
         bundle = load_bundle(path if path is not None else DEFAULT_MODEL_PATH)
-        return cls(bundle, limits=limits, unsure_below=unsure_below, model_version=model_version)
+        return cls(bundle, limits=limits, unsure_below=unsure_below, model_version=model_version,
+                   detect_speech=detect_speech)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -248,6 +265,8 @@ class Predictor:
         ser_engine.errors.AudioError
             Any error of :func:`~ser_engine.audio.load_audio` (empty, too
             large, too long, too short, undecodable, silent).
+        NoSpeechError
+            If ``detect_speech`` and the detector finds no speech.
         """
         y = load_audio(source, sr=TARGET_SR, limits=self.limits)
         return self._classify(y, speaker_stats)
@@ -280,6 +299,8 @@ class Predictor:
             If ``y`` is not one-dimensional or ``sr`` is not positive.
         EmptyAudioError, AudioTooShortError, AudioTooLongError, SilentAudioError
             If the signal is empty, outside the duration limits, or silent.
+        NoSpeechError
+            If ``detect_speech`` and the detector finds no speech.
         """
         y = np.asarray(y, dtype=np.float32)
         if y.ndim != 1 or sr <= 0:
@@ -299,6 +320,42 @@ class Predictor:
         if level < self.limits.silence_dbfs:
             raise SilentAudioError(level)
         return self._classify(np.ascontiguousarray(y), speaker_stats)
+
+    def warm_up(self, y: np.ndarray, sr: int = TARGET_SR) -> Prediction:
+        """Run every stage once, so that the first real request does not pay for loading and caches.
+
+        The speech detector (when ``detect_speech``) loads its model and
+        scores ``y`` but does not gate it: warm-up signals are synthetic, and
+        the detector rightly finds no speech in them.  Then ``y`` is
+        classified as :meth:`predict_signal` would (filter banks, FFT plans).
+
+        Parameters
+        ----------
+        y : np.ndarray, shape (n_samples,)
+            Any non-silent mono signal.
+        sr : int, default 16000
+            Its sample rate in Hz.
+
+        Returns
+        -------
+        Prediction
+            Of no meaning for a synthetic signal.
+
+        Raises
+        ------
+        ValueError, ser_engine.errors.AudioError
+            As :meth:`predict_signal` (except :class:`~ser_engine.errors.NoSpeechError`).
+        """
+        if self.detect_speech:
+            from .vad import default_detector
+
+            x = np.asarray(y, dtype=np.float32)
+            if sr != TARGET_SR and sr > 0:
+                x = soxr.resample(x, sr, TARGET_SR, quality="HQ").astype(np.float32, copy=False)
+            default_detector().speech_seconds(x)
+        ungated = copy.copy(self)
+        ungated.detect_speech = False
+        return ungated.predict_signal(y, sr)
 
     def classify_features(
         self, features: np.ndarray, *, speaker_stats: RunningStatsLike | None = None, duration_s: float = 0.0
@@ -352,11 +409,17 @@ class Predictor:
         )
 
     def _classify(self, y: np.ndarray, speaker_stats: RunningStatsLike | None = None) -> Prediction:
+        if self.detect_speech:
+            from .vad import default_detector
+
+            detector = default_detector()
+            if not detector.has_speech(y):  # stops scoring once enough speech is found
+                raise NoSpeechError(detector.speech_seconds(y), detector.settings.min_speech_s)
         features = extract_features(y=y, sr=TARGET_SR, config=self.bundle.feature_config)
         return self.classify_features(features, speaker_stats=speaker_stats, duration_s=float(y.size / TARGET_SR))
 
     def __repr__(self) -> str:
         return (
             f"Predictor(labels={self.labels!r}, unsure_below={self.unsure_below}, "
-            f"model_version={self.model_version!r})"
+            f"model_version={self.model_version!r}, detect_speech={self.detect_speech})"
         )

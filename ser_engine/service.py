@@ -122,7 +122,7 @@ def _worker_init(payload: bytes, blas_threads: int | None, ready: Any) -> None:
         _WORKER_STATE["blas"] = threadpool_limits(limits=blas_threads, user_api="blas")
     predictor = pickle.loads(payload)  # noqa: S301 - our own object, pickled by the parent
     _preload_decoders()
-    predictor.predict_signal(_warmup_signal(), 16_000)  # filter banks, FFT plans, caches
+    predictor.warm_up(_warmup_signal(), 16_000)  # filter banks, FFT plans, caches, the speech detector's model
     _WORKER_STATE["predictor"] = predictor
     ready.put(os.getpid())
 
@@ -527,7 +527,7 @@ class EmotionService:
         predictor = pool.predictor
         await loop.run_in_executor(pool.executor, _preload_decoders)
         await asyncio.gather(
-            *(loop.run_in_executor(pool.executor, predictor.predict_signal, y, 16_000) for _ in range(self.workers))
+            *(loop.run_in_executor(pool.executor, predictor.warm_up, y, 16_000) for _ in range(self.workers))
         )
         log.info("emotion service ready: %d worker thread(s), labels %s", self.workers, ", ".join(predictor.labels))
 

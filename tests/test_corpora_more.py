@@ -131,7 +131,7 @@ def test_csv_corpus(tmp_path: Path) -> None:
 
 
 def test_one_vocabulary() -> None:
-    assert set(LOADERS) == {"ravdess", "tess", "savee", "emodb", "cremad", "csv"}
+    assert set(LOADERS) == {"ravdess", "tess", "savee", "emodb", "cremad", "csv", "manifest"}
     for spelling, label in {"ANG": "angry", "Fear": "fearful", "pleasant surprise": "surprised", "Sadness": "sad",
                             "disgusted": "disgust", "NEU": "neutral", "happiness": "happy"}.items():  # fmt: skip
         assert normalise_label(spelling) == label

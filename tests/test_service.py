@@ -48,6 +48,9 @@ class SlowPredictor:
     def predict_signal(self, y, sr=16000):
         return self.inner.predict_signal(y, sr)
 
+    def warm_up(self, y, sr=16000):
+        return self.inner.warm_up(y, sr)
+
 
 async def _gather_while_ticking(coros) -> tuple[list, int]:
     """Await the coroutines together while a 1 ms ticker counts how often the event loop got to run."""
