@@ -28,6 +28,7 @@ from .bundle import ModelBundle, load_bundle, save_bundle
 from .corpora import RAVDESS_EMOTIONS, Clip, load_ravdess
 from .errors import (
     AudioError,
+    AudioFormatLimitError,
     AudioTooLargeError,
     AudioTooLongError,
     AudioTooShortError,
@@ -37,6 +38,7 @@ from .errors import (
     ModelError,
     ModelIntegrityError,
     ModelNotFoundError,
+    NoSpeechError,
     SERError,
     ServiceBusyError,
     ServiceClosedError,
@@ -48,6 +50,7 @@ from .errors import (
 from .evaluation import EvaluationReport, evaluate
 from .features import FeatureConfig, extract_features, extract_many
 from .predict import DEFAULT_MODEL_PATH, Prediction, Predictor
+from .recipe import Recipe
 from .service import EmotionService
 from .training import PRESETS, build_pipeline, train_model
 
@@ -57,11 +60,11 @@ __all__ = [
     "TARGET_SR", "AudioLimits", "load_audio",
     "FeatureConfig", "extract_features", "extract_many",
     "RAVDESS_EMOTIONS", "Clip", "load_ravdess",
-    "PRESETS", "build_pipeline", "train_model", "EvaluationReport", "evaluate",
+    "PRESETS", "build_pipeline", "train_model", "Recipe", "EvaluationReport", "evaluate",
     "ModelBundle", "save_bundle", "load_bundle", "DEFAULT_MODEL_PATH",
     "Prediction", "Predictor", "EmotionService",
     "SERError", "AudioError", "EmptyAudioError", "AudioTooLargeError", "AudioTooLongError",
-    "AudioTooShortError", "UndecodableAudioError", "SilentAudioError",
+    "AudioTooShortError", "UndecodableAudioError", "SilentAudioError", "AudioFormatLimitError", "NoSpeechError",
     "ModelError", "ModelNotFoundError", "ModelIntegrityError", "ModelCompatibilityError",
     "CorpusError", "ServiceError", "ServiceBusyError", "ServiceTimeoutError", "ServiceClosedError",
     "__version__",

@@ -359,6 +359,33 @@ async def test_undecodable_audio_replaces_the_thinking_message_by_an_ephemeral_e
     assert len(fake.downloads_of(broken)) == 1
 
 
+async def test_a_voice_note_without_speech_is_answered_that_no_speech_was_heard(
+    fake: FakeDiscord, bot: SERBot, predictor: Any
+) -> None:
+    """Issue 12: a square wave (which the RAVDESS model called "sad (1.00)") is refused by the speech detector."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from ser_engine.errors import NoSpeechError
+
+    t = np.arange(int(3.0 * 16_000)) / 16_000
+    square = 0.3 * np.sign(np.sin(2 * np.pi * 220.0 * t))
+    buf = io.BytesIO()
+    sf.write(buf, square, 16_000, format="OGG", subtype="VORBIS")
+    data = buf.getvalue()
+    with pytest.raises(NoSpeechError) as refused:
+        await expect(predictor, data)
+    note = fake.add_attachment(data, "voice-message.ogg", "audio/ogg", voice_message=True, duration_s=3.0)
+    mark = fake.mark()
+    msg = await fake.send_message(attachments=[note], flags=VOICE_MESSAGE)
+    reply = await fake.wait_for_request("POST", messages_path(fake), timeout=30, since=mark)
+    assert str(reply.json["message_reference"]["message_id"]) == msg["id"]
+    assert reply.json["content"] == refused.value.user_message == "I couldn't hear any speech in that recording."
+    assert not reply.json.get("embeds")
+
+
 async def test_context_menu_on_a_message_without_audio(fake: FakeDiscord, bot: SERBot) -> None:
     target = await fake.send_message(content="just text")
     mark = fake.mark()
