@@ -272,7 +272,7 @@ def render(report: dict[str, Any]) -> str:
     if "bot" in r:
         b = r["bot"]
         br = b["e2e"]["breakdown_median_s"]
-        out += ["", f"**(f, g) Bot process (`python -m bot`) over the fake Discord on loopback**, 5 s voice messages", ""]
+        out += ["", "**(f, g) Bot process (`python -m bot`) over the fake Discord on loopback**, 5 s voice messages", ""]
         rows = [
             ["End to end, one at a time: p50 / p95", f"{_ms(b['e2e']['median_s'])} / {_ms(b['e2e']['p95_s'])} ({b['e2e']['n']} messages)"],
             ["  MESSAGE_CREATE -> typing / download / reply arrive (medians)",

@@ -42,7 +42,6 @@ __all__ = [
     "NotOperator",
     "server_permissions",
     "is_bot_owner",
-    "is_operator",
     "any_server_permission",
     "moderator",
     "server_manager",

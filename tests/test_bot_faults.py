@@ -24,7 +24,6 @@ import pytest
 import pytest_asyncio
 
 from bot.__main__ import EXIT_MODEL
-from bot.client import SERBot
 from bot.config import Settings
 from tests.fake_discord import FakeDiscord
 from tests.test_bot_load import (

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import os
 import re
 import secrets
 import signal
-import statistics
 import sys
 import time
 from collections import Counter
@@ -33,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import pytest_asyncio
 import soundfile as sf
 from aiohttp import web
 

@@ -46,7 +46,7 @@ from ser_engine.errors import (
 )
 from ser_engine.features import FeatureConfig, extract_features
 
-from .conftest import FIXTURES, ROOT, encode
+from .conftest import FIXTURES, ROOT
 
 CLIP = FIXTURES / "03-01-05-02-01-01-01.flac"
 LIMITS = AudioLimits(max_bytes=8 * 2**20, max_duration_s=60.0, ffmpeg_timeout_s=20.0)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
-from bot.storage import StoreError, StoreUnavailableError
+from bot.storage import StoreUnavailableError
 
 from ..common import UserFacingError, user_message_for
 from .items import LABEL_RE, Action, FeedbackButton, FeedbackRef
