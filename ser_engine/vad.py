@@ -267,6 +267,13 @@ clips of the five other corpora (60 each).
 """
 
 
+
+def _runs_of(flags: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` frame indices (stop exclusive) of each run of True in ``flags``, shape (n_frames,)."""
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
 class SpeechDetector:
     """Decide whether a clip holds speech, and where, from a frame scorer.
 
@@ -305,9 +312,7 @@ class SpeechDetector:
         speech = scores >= self.settings.threshold
         min_run = max(1, round(self.settings.min_run_s / self.scorer.frame_s))
         if min_run > 1 and speech.any():
-            edges = np.diff(np.concatenate([[0], speech.astype(np.int8), [0]]))
-            starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-            for a, b in zip(starts, stops, strict=True):
+            for a, b in _runs_of(speech):
                 if b - a < min_run:
                     speech[a:b] = False
         return speech
@@ -325,13 +330,8 @@ class SpeechDetector:
         list of (float, float)
             In order; ends are clipped to the signal's duration.
         """
-        speech = self.speech_frames(y)
-        edges = np.diff(np.concatenate([[0], speech.astype(np.int8), [0]]))
         frame, duration = self.scorer.frame_s, np.asarray(y).size / TARGET_SR
-        return [
-            (float(a * frame), float(min(b * frame, duration)))
-            for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True)
-        ]
+        return [(float(a * frame), float(min(b * frame, duration))) for a, b in _runs_of(self.speech_frames(y))]
 
     def speech_seconds(self, y: np.ndarray) -> float:
         """Seconds of speech in the clip (frames of :meth:`speech_frames`)."""
