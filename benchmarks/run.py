@@ -187,8 +187,13 @@ def render(report: dict[str, Any]) -> str:
         out += ["", f"**(a) 5 s Ogg/Opus voice note -> prediction** ({st['engine.total']['n']} interleaved runs per variant; "
                     f"both sides 1 BLAS thread; predicted: engine {a['labels']['engine']}, reference {a['labels']['reference']})", ""]  # fmt: skip
         rows = []
-        for stage in ("decode", "resample", "features", "predict", "total"):
-            e, f = st[f"engine.{stage}"], st[f"reference.{stage}"]
+        for stage in ("decode", "resample", "vad", "features", "predict", "total"):
+            if f"engine.{stage}" not in st:  # a JSON from before the stage existed
+                continue
+            e, f = st[f"engine.{stage}"], st.get(f"reference.{stage}")
+            if f is None:  # the reference has no speech detector
+                rows.append([stage, _ms(e["median_s"]), _ms(e["p95_s"]), "-", "-", "-"])
+                continue
             rows.append([stage, _ms(e["median_s"]), _ms(e["p95_s"]), _ms(f["median_s"]), _ms(f["p95_s"]), _x(f["median_s"] / e["median_s"])])
         if "engine.total@blas_default" in st:
             e, f = st["engine.total@blas_default"], st["reference.total@blas_default"]
