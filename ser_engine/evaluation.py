@@ -1077,9 +1077,11 @@ class CrossCorpusReport:
         )
         lines = [
             self.description,
-            f"UAR over the emotions each corpus has; UAR4 over {'/'.join(COMMON_EMOTIONS)} (other outputs folded "
-            f"out, chance 0.25); ECE 15 bins; unsure: confidence below {self.unsure_below:.2f}, c.acc: accuracy "
-            "of the confident answers",
+            (
+                f"UAR over the emotions each corpus has; UAR4 over {'/'.join(COMMON_EMOTIONS)} (other outputs folded "
+                f"out, chance 0.25); ECE 15 bins; unsure: confidence below {self.unsure_below:.2f}, c.acc: accuracy "
+                "of the confident answers"
+            ),
             f"{'':<29}| {'new speakers (global statistics)':<28}| {'known spk.':<13}| new speakers",
             head,
         ]
