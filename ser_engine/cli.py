@@ -115,6 +115,11 @@ def _recipe_options() -> argparse.ArgumentParser:
     )
     data.add_argument("--include-song", action="store_true", help="also use RAVDESS song clips (vocal channel 02)")
     recipe = common.add_argument_group("recipe", "defaults: the shipped model's recipe (models/README.md)")
+    recipe.add_argument(
+        "--recipe", type=Path, metavar="FILE",
+        help="the whole recipe from a JSON file: Recipe.to_dict() output, a report.json or a bundle's .json sidecar "
+        "(the other recipe flags are then ignored)",
+    )  # fmt: skip
     recipe.add_argument("--preset", default="default", choices=sorted(PRESETS), help="MLP hyper-parameters")
     recipe.add_argument(
         "--features", default="default", choices=["default", "tutorial"], help="FeatureConfig preset (default: default)"
@@ -259,6 +264,8 @@ def _recipe(args: argparse.Namespace) -> Any:
     from .features import FeatureConfig
     from .recipe import Recipe
 
+    if args.recipe is not None:
+        return _recipe_file(args.recipe)
     if args.inner_fits is not None and args.inner_fits > args.inner_folds:
         raise SERError("--inner-fits must not exceed --inner-folds.")
     if args.inner_folds < 2 or args.min_clips < 2:
@@ -291,23 +298,43 @@ def _load_clips(args: argparse.Namespace) -> list[Any]:
     return clips
 
 
+def _recipe_file(path: Path) -> Any:
+    """The :class:`~ser_engine.recipe.Recipe` of a JSON file: its ``to_dict()``, a report's ``recipe`` or a sidecar."""
+    from .recipe import Recipe
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SERError(f"The recipe file {path.name!r} cannot be read as JSON ({type(exc).__name__}).") from None
+    try:
+        if isinstance(data, dict) and isinstance(data.get("recipe"), dict):  # a report.json
+            return Recipe.from_dict(data["recipe"])
+        if isinstance(data, dict) and "feature_config" in data:  # a bundle's sidecar
+            return Recipe.from_bundle(data)
+        if isinstance(data, dict):
+            return Recipe.from_dict(data)
+    except ValueError as exc:
+        raise SERError(f"The recipe file {path.name!r} describes no valid recipe: {exc}") from None
+    raise SERError(f"The recipe file {path.name!r} holds no JSON object.")
+
+
 def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
     """Load the corpus and extract features once: (clips, labels, X, y, groups, config, recipe)."""
     import numpy as np
 
     from .training import encode_labels, featurize_conditions, label_order
 
+    recipe = _recipe(args)  # a bad recipe fails before the corpus is read
     clips = _load_clips(args)
     labels = label_order(clips)
     if len(labels) < 2:
         raise SERError("The chosen corpus subset holds fewer than two emotions; nothing to tell apart.")
-    recipe = _recipe(args)
     config = recipe.features
     speakers = {c.speaker for c in clips}
     if not args.quiet:
         print(
             f"{len(clips)} clips, {len(speakers)} speakers, {len(labels)} emotions; "
-            f"{config.n_features} features ({args.features})",
+            f"{config.n_features} features ({'--recipe ' + args.recipe.name if args.recipe else args.features})",
             file=err,
         )
     # One pass over the corpus: each clip decoded once for its clean features, its augmented

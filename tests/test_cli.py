@@ -122,6 +122,27 @@ def test_recipe_flags_default_to_the_shipped_recipe() -> None:
     assert main(["evaluate", "--corpus", "x", "--inner-folds", "3", "--inner-fits", "4", "--quiet"]) == 1
 
 
+def test_recipe_from_a_file(tmp_path: Path, capsys) -> None:
+    """``--recipe FILE`` takes the whole recipe from JSON: a Recipe.to_dict(), a report.json or a bundle sidecar."""
+    parser = build_parser()
+    mine = Recipe(features=FeatureConfig.tutorial(), augment=("phone", "reverb"), mlp={"max_iter": 30}, seed=7)
+    plain, report = tmp_path / "recipe.json", tmp_path / "report.json"
+    plain.write_text(json.dumps(mine.to_dict()))
+    report.write_text(json.dumps({"protocol": "loco", "recipe": mine.to_dict()}))
+    for path in (plain, report):
+        args = parser.parse_args(["evaluate", "--corpus", "x", "--recipe", str(path), "--max-iter", "5"])
+        assert _recipe(args) == mine  # the file wins over the flags
+    sidecar = ROOT / "models" / "ravdess-8class.json"
+    assert _recipe(parser.parse_args(["train", "--corpus", "x", "--recipe", str(sidecar)])) == Recipe.from_bundle(sidecar)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**mine.to_dict(), "preset": "giant"}))
+    assert main(["evaluate", "--corpus", "x", "--recipe", str(bad), "--quiet"]) == 1
+    assert "describes no valid recipe" in capsys.readouterr().err
+    bad.write_text("{not json")
+    assert main(["evaluate", "--corpus", "x", "--recipe", str(bad), "--quiet"]) == 1
+    assert "cannot be read as JSON" in capsys.readouterr().err
+
+
 def test_evaluate_writes_report_and_plots(mini_corpus: Path, feature_cache: Path, tmp_path: Path, capsys) -> None:
     out_dir = tmp_path / "reports"
     args = ["evaluate", "--corpus", str(mini_corpus), "--features", "tutorial", "--folds", "3", "--augment", "none",
