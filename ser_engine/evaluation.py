@@ -1086,7 +1086,9 @@ class CrossCorpusReport:
             head,
         ]
 
-        def row(name: str, clips: str, spk: str, emo: str, new: Mapping[str, float], known: Mapping[str, float] | None) -> str:
+        def row(
+            name: str, clips: str, spk: str, emo: str, new: Mapping[str, float], known: Mapping[str, float] | None
+        ) -> str:
             k = known or {}
             return (
                 f"{name:<12} {clips:>6} {spk:>4} {emo:>3} |{num(new['uar'])} {num(new['uar4'])} {num(new['macro_f1'])}"

@@ -193,7 +193,9 @@ def test_train_then_predict(mini_corpus: Path, feature_cache: Path, tmp_path: Pa
     assert list(row["probabilities"]) == ["sad", "angry"]
 
 
-def test_evaluate_speaker_protocol_new_conditions(mini_corpus: Path, feature_cache: Path, tmp_path: Path, capsys) -> None:
+def test_evaluate_speaker_protocol_new_conditions(
+    mini_corpus: Path, feature_cache: Path, tmp_path: Path, capsys
+) -> None:
     """The new recording conditions are scored as rows of the speaker protocol, with their change against clean."""
     out_dir = tmp_path / "reports"
     args = ["evaluate", "--corpus", str(mini_corpus), "--features", "tutorial", "--folds", "3", "--augment", "none",
@@ -210,7 +212,8 @@ def test_evaluate_speaker_protocol_new_conditions(mini_corpus: Path, feature_cac
         drop = 100 * (variant["uar_mean"] - clean["uar_mean"])
         assert line.rstrip().endswith(f"{drop:+.1f}pt"), line
     # Another channel, other features: the phone band removes everything above 3.4 kHz.
-    assert report["variants"]["phone"]["confusion"] != clean["confusion"] or report["variants"]["phone"]["uar"] != clean["uar"]
+    phone = report["variants"]["phone"]
+    assert phone["confusion"] != clean["confusion"] or phone["uar"] != clean["uar"]
 
 
 def test_several_corpora_and_protocol_errors(ravdess_dir: Path, tmp_path: Path, capsys) -> None:
