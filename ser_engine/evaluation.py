@@ -1059,6 +1059,28 @@ class CrossCorpusReport:
         out["mean"] = json.loads(json.dumps(self.mean(), default=_json_default))
         return out
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CrossCorpusReport:
+        """Rebuild a report from :meth:`to_dict` output (e.g. a ``report.json``; its ``mean`` is recomputed).
+
+        Raises
+        ------
+        KeyError, TypeError
+            If ``data`` is not such a dict.
+        """
+
+        def held_out(d: Mapping[str, Any] | None) -> HeldOutScore | None:
+            return None if d is None else HeldOutScore(**d)
+
+        fields_ = {k: v for k, v in data.items() if k != "mean"}
+        rows = []
+        for r in data["rows"]:
+            conditions = {c: {k: held_out(v) for k, v in m.items()} for c, m in r["conditions"].items()}
+            rows.append(CorpusResult(**{**r, "new": held_out(r["new"]), "known": held_out(r["known"]),
+                                        "conditions": conditions}))  # fmt: skip
+        fields_["rows"] = rows
+        return cls(**fields_)
+
     def table(self) -> str:
         """A plain-text table: one row per corpus and the mean; then one block per condition.
 
@@ -1108,9 +1130,13 @@ class CrossCorpusReport:
             lines.append(f"known speakers not scored for {', '.join(skipped)}: its speakers are tied to one emotion "
                          "(own statistics would erase it)")  # fmt: skip
         for condition in self.conditions:
-            lines += ["", f"condition {condition} (vs clean: change in points, negative = worse); new speakers | known:",
-                      f"{'corpus':<12} |{'UAR':>6} {'vs cl':>6} {'UAR4':>6} {'vs cl':>6} {'ECE':>6} |{'UAR':>6} {'vs cl':>6}"]  # fmt: skip
+            lines += [
+                "",
+                f"condition {condition} (vs clean: change in points, negative = worse); new speakers | known:",
+                f"{'corpus':<12} |{'UAR':>6} {'vs cl':>6} {'UAR4':>6} {'vs cl':>6} {'ECE':>6} |{'UAR':>6} {'vs cl':>6}",
+            ]
             drops_new: list[float] = []
+            drops4_new: list[float] = []
             for r in self.rows:
                 c = r.conditions.get(condition, {})
                 n = c.get("new")
@@ -1119,6 +1145,7 @@ class CrossCorpusReport:
                 kn = c.get("known")
                 d4 = 100 * (n.uar4 - r.new.uar4)
                 drops_new.append(100 * (n.uar - r.new.uar))
+                drops4_new.append(d4)
                 k_text = (f" |{num(kn.uar)} {100 * (kn.uar - r.known.uar):>+6.1f}" if kn is not None and r.known
                           else f" |{num(None)} {num(None)}")  # fmt: skip
                 lines.append(
@@ -1126,7 +1153,8 @@ class CrossCorpusReport:
                     f"{d4 if np.isfinite(d4) else float('nan'):>+6.1f} {num(n.ece)}{k_text}"
                 )
             if drops_new:
-                lines.append(f"{'mean':<12} |{'':>6} {float(np.mean(drops_new)):>+6.1f}")
+                mean4 = float(np.nanmean(drops4_new)) if np.isfinite(drops4_new).any() else float("nan")
+                lines.append(f"{'mean':<12} |{'':>6} {float(np.mean(drops_new)):>+6.1f} {'':>6} {mean4:>+6.1f}")
         return "\n".join(lines)
 
 

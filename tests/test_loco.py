@@ -1,4 +1,4 @@
-"""Across corpora: ``ser evaluate --protocol loco`` and ``--protocol score`` on small stratified subsets of real corpora."""
+"""Across corpora: ``ser evaluate --protocol loco`` and ``--protocol score`` on small stratified real subsets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from ser_engine.bundle import DEFAULT_MODEL_PATH, load_bundle
 from ser_engine.cli import main
 from ser_engine.corpora import load_corpora
-from ser_engine.evaluation import COMMON_EMOTIONS, bundle_proba, score_held_out, stratified_subset
+from ser_engine.evaluation import COMMON_EMOTIONS, CrossCorpusReport, bundle_proba, score_held_out, stratified_subset
 from ser_engine.normalization import SpeakerStats
 from ser_engine.predict import Predictor
 from tests.conftest import RAVDESS_DIR, _require
@@ -64,6 +64,8 @@ def test_loco_one_row_per_held_out_corpus(loco_run: tuple[dict, str, Path]) -> N
     mean_uar4 = np.mean([r["new"]["uar4"] for r in rows.values()])
     assert report["mean"]["new"]["uar4"] == pytest.approx(mean_uar4)
     assert report["mean"]["min_uar4_new"] == pytest.approx(min(r["new"]["uar4"] for r in rows.values()))
+    # report.json gives the printed table back.
+    assert CrossCorpusReport.from_dict(report).table() in table
 
 
 def test_loco_masks_emotions_a_corpus_lacks(loco_run: tuple[dict, str, Path]) -> None:
