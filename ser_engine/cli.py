@@ -9,6 +9,9 @@ Examples
     ser predict --json clip.flac              # one JSON object per line
     ser evaluate --corpus ../shared/data/ravdess-16k --out-dir reports/
     ser evaluate --corpus ../shared/data/ravdess-16k --condition opus24k,noise20,noise10
+    ser evaluate --protocol loco --corpus ../shared/data/ravdess-16k --corpus ../shared/data/nemo ...
+    ser evaluate --protocol score --corpus ../shared/data/nemo     # the shipped model on a corpus it never saw
+    ser explore ../shared/data/ravdess-16k ../shared/data/nemo --out-dir reports/explore
     ser train --corpus ../shared/data/ravdess-16k --out models/ravdess-8class.joblib
     ser models list                           # registered versions, * marks the active one
     ser models activate 3 / ser models rollback
@@ -94,7 +97,15 @@ def _recipe_options() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     data = common.add_argument_group("data")
-    data.add_argument("--corpus", required=True, type=Path, metavar="DIR", help="corpus folder (--format csv: the CSV file)")
+    data.add_argument(
+        "--corpus", required=True, type=Path, action="append", metavar="DIR",
+        help="corpus folder: RAVDESS, or one with a manifest.csv (--format csv: the CSV file); repeat it for several "
+        "corpora (RAVDESS and manifest folders only)",
+    )  # fmt: skip
+    data.add_argument(
+        "--max-clips-per-corpus", type=_positive_int, metavar="N",
+        help="use at most N clips of each corpus, stratified by emotion (seeded by --seed): quick runs",
+    )  # fmt: skip
     data.add_argument(
         "--format", default="ravdess", choices=["ravdess", "tess", "savee", "emodb", "cremad", "csv"],
         help="corpus naming scheme (default ravdess); csv: a list with columns path,label,speaker",
@@ -104,6 +115,11 @@ def _recipe_options() -> argparse.ArgumentParser:
     )
     data.add_argument("--include-song", action="store_true", help="also use RAVDESS song clips (vocal channel 02)")
     recipe = common.add_argument_group("recipe", "defaults: the shipped model's recipe (models/README.md)")
+    recipe.add_argument(
+        "--recipe", type=Path, metavar="FILE",
+        help="the whole recipe from a JSON file: Recipe.to_dict() output, a report.json or a bundle's .json sidecar "
+        "(the other recipe flags are then ignored)",
+    )  # fmt: skip
     recipe.add_argument("--preset", default="default", choices=sorted(PRESETS), help="MLP hyper-parameters")
     recipe.add_argument(
         "--features", default="default", choices=["default", "tutorial"], help="FeatureConfig preset (default: default)"
@@ -147,7 +163,7 @@ def _recipe_options() -> argparse.ArgumentParser:
     )  # fmt: skip
     recipe.add_argument(
         "--condition", type=_condition_list, default=[], metavar="C1,C2,...",
-        help="also score held-out clips degraded this way, e.g. opus24k,noise20,noise10",
+        help="also score held-out clips degraded this way, e.g. opus24k,noise20,phone,reverb,agc,mic,short1.5",
     )  # fmt: skip
     run = common.add_argument_group("run")
     run.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="parallel processes (default 1)")
@@ -164,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     argparse.ArgumentParser
     """
     parser = argparse.ArgumentParser(prog="ser", description="Speech emotion recognition (ser_engine).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,train,evaluate,models}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,train,evaluate,explore,models}")
 
     p = sub.add_parser("predict", help="classify audio files", description="Print the emotion of each audio file.")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg/opus, mp3, m4a, ...)")
@@ -183,11 +199,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--activate", action="store_true", help="with --registry: make the new version active")
 
     e = sub.add_parser(
-        "evaluate", parents=[common], help="evaluate a recipe",
-        description="Score a recipe under a random 75/25 split and speaker-independent GroupKFold.",
+        "evaluate", parents=[common], help="evaluate a recipe or a model",
+        description="Score a recipe under a random 75/25 split and speaker-independent GroupKFold (--protocol "
+        "speaker), leaving one corpus out (loco), or score an existing model on corpora it never saw (score).",
     )  # fmt: skip
+    e.add_argument(
+        "--protocol", default="speaker", choices=["speaker", "loco", "score"],
+        help="speaker (default): random 75/25 split and speaker-independent GroupKFold; loco: for each --corpus, "
+        "train on the other corpora and score it; score: score --model on the corpora (trains nothing)",
+    )  # fmt: skip
+    e.add_argument("--model", type=Path, metavar="PATH", help="--protocol score: the bundle (default: the shipped model)")
     e.add_argument("--out-dir", type=Path, default=Path("reports"), metavar="DIR", help="report folder (default reports/)")
     e.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+
+    sub.add_parser(
+        "explore", add_help=False, help="HTML report on corpora (ser explore --help)",
+        description="See ser explore --help.",
+    )  # fmt: skip
 
     m = sub.add_parser("models", help="list, activate or roll back registered model versions",
                        description="Model registry: every bundle is a version; one is active.")  # fmt: skip
@@ -236,6 +264,8 @@ def _recipe(args: argparse.Namespace) -> Any:
     from .features import FeatureConfig
     from .recipe import Recipe
 
+    if args.recipe is not None:
+        return _recipe_file(args.recipe)
     if args.inner_fits is not None and args.inner_fits > args.inner_folds:
         raise SERError("--inner-fits must not exceed --inner-folds.")
     if args.inner_folds < 2 or args.min_clips < 2:
@@ -249,27 +279,62 @@ def _recipe(args: argparse.Namespace) -> Any:
     )  # fmt: skip
 
 
+def _load_clips(args: argparse.Namespace) -> list[Any]:
+    """The clips of every ``--corpus`` (``--max-clips-per-corpus``: a stratified subset of each)."""
+    from .corpora import LOADERS, load_corpora
+    from .evaluation import stratified_subset
+
+    try:
+        if args.format == "ravdess":
+            clips = load_corpora(args.corpus, emotions=args.emotions, include_song=args.include_song)
+        elif len(args.corpus) > 1:
+            raise SERError(f"--format {args.format} reads one corpus; several --corpus need RAVDESS or manifest folders.")
+        else:
+            clips = LOADERS[args.format](args.corpus[0], emotions=args.emotions)
+    except ValueError as exc:  # an emotion the corpus' naming scheme cannot hold
+        raise SERError(str(exc)) from None
+    if args.max_clips_per_corpus is not None:
+        clips = stratified_subset(clips, args.max_clips_per_corpus, seed=args.seed)
+    return clips
+
+
+def _recipe_file(path: Path) -> Any:
+    """The :class:`~ser_engine.recipe.Recipe` of a JSON file: its ``to_dict()``, a report's ``recipe`` or a sidecar."""
+    from .recipe import Recipe
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SERError(f"The recipe file {path.name!r} cannot be read as JSON ({type(exc).__name__}).") from None
+    try:
+        if isinstance(data, dict) and isinstance(data.get("recipe"), dict):  # a report.json
+            return Recipe.from_dict(data["recipe"])
+        if isinstance(data, dict) and "feature_config" in data:  # a bundle's sidecar
+            return Recipe.from_bundle(data)
+        if isinstance(data, dict):
+            return Recipe.from_dict(data)
+    except ValueError as exc:
+        raise SERError(f"The recipe file {path.name!r} describes no valid recipe: {exc}") from None
+    raise SERError(f"The recipe file {path.name!r} holds no JSON object.")
+
+
 def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
     """Load the corpus and extract features once: (clips, labels, X, y, groups, config, recipe)."""
     import numpy as np
 
-    from .corpora import LOADERS, load_ravdess
     from .training import encode_labels, featurize_conditions, label_order
 
-    if args.format == "ravdess":
-        clips = load_ravdess(args.corpus, emotions=args.emotions, include_song=args.include_song)
-    else:
-        clips = LOADERS[args.format](args.corpus, emotions=args.emotions)
+    recipe = _recipe(args)  # a bad recipe fails before the corpus is read
+    clips = _load_clips(args)
     labels = label_order(clips)
     if len(labels) < 2:
         raise SERError("The chosen corpus subset holds fewer than two emotions; nothing to tell apart.")
-    recipe = _recipe(args)
     config = recipe.features
     speakers = {c.speaker for c in clips}
     if not args.quiet:
         print(
             f"{len(clips)} clips, {len(speakers)} speakers, {len(labels)} emotions; "
-            f"{config.n_features} features ({args.features})",
+            f"{config.n_features} features ({'--recipe ' + args.recipe.name if args.recipe else args.features})",
             file=err,
         )
     # One pass over the corpus: each clip decoded once for its clean features, its augmented
@@ -305,7 +370,13 @@ def _run_evaluation(args: argparse.Namespace, labels: Any, X: Any, y: Any, group
 def _evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .evaluation import write_report
 
+    if args.protocol == "score":
+        return _score(args, out, err)
+    if args.model is not None:
+        raise SERError("--model is for --protocol score; the other protocols train the recipe.")
     _, labels, X, y, groups, config, recipe = _prepare(args, err)
+    if args.protocol == "loco":
+        return _loco(args, out, labels, X, y, groups, recipe)
     report = _run_evaluation(args, labels, X, y, groups, config, recipe)
     paths = write_report(report, args.out_dir)
     if args.json:
@@ -314,6 +385,65 @@ def _evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(report.table(), file=out)
         print(f"\nwrote {paths['json']}, {paths['confusion']}, {paths['loss']}", file=out)
     return 0
+
+
+def _print_cross(args: argparse.Namespace, report: Any, out: TextIO) -> int:
+    from .evaluation import write_cross_report
+
+    path = write_cross_report(report, args.out_dir)
+    if args.json:
+        print(json.dumps(report.to_dict()), file=out)
+    else:
+        print(report.table(), file=out)
+        print(f"\nwrote {path}", file=out)
+    return 0
+
+
+def _loco(args: argparse.Namespace, out: TextIO, labels: Any, X: Any, y: Any, groups: Any, recipe: Any) -> int:
+    """``--protocol loco`` on the features :func:`_prepare` extracted."""
+    from .evaluation import evaluate_loco
+
+    corpora = [c.corpus for c in args.clips]
+    if len(set(corpora)) < 2:
+        raise SERError("--protocol loco needs at least two corpora (give --corpus several times).")
+    report = evaluate_loco(
+        X, y, groups, corpora, labels=labels, recipe=recipe, augment=args.augmented, variants=args.variants,
+        n_jobs=args.jobs, max_clips_per_corpus=args.max_clips_per_corpus,
+    )  # fmt: skip
+    return _print_cross(args, report, out)
+
+
+def _score(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``--protocol score``: an existing bundle on the corpora, features of the bundle's configuration."""
+    import numpy as np
+
+    from .bundle import DEFAULT_MODEL_PATH, load_bundle
+    from .evaluation import score_bundle
+    from .training import featurize_conditions
+
+    path = args.model if args.model is not None else DEFAULT_MODEL_PATH
+    bundle = load_bundle(path)
+    clips = _load_clips(args)
+    unknown = sorted({c.label for c in clips} - set(bundle.labels))
+    if unknown:
+        print(f"left out: {sum(c.label in unknown for c in clips)} clips of emotions the model does not know "
+              f"({', '.join(unknown)})", file=err)  # fmt: skip
+        clips = [c for c in clips if c.label not in unknown]
+    if not clips:
+        raise SERError("None of the clips has an emotion the model knows.")
+    if not args.quiet:
+        print(f"{len(clips)} clips, {len({c.speaker for c in clips})} speakers; model {path}", file=err)
+    matrices = featurize_conditions(
+        clips, ["clean", *args.condition], config=bundle.feature_config, n_jobs=args.jobs, progress=not args.quiet,
+        cache_dir=args.cache_dir,
+    )  # fmt: skip
+    y = np.array([bundle.labels.index(c.label) for c in clips])
+    report = score_bundle(
+        bundle, matrices["clean"], y, [c.speaker for c in clips], [c.corpus for c in clips],
+        variants={c: matrices[c] for c in args.condition}, model_path=str(path),
+        max_clips_per_corpus=args.max_clips_per_corpus,
+    )  # fmt: skip
+    return _print_cross(args, report, out)
 
 
 def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -429,6 +559,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         Exit status: 0 success, 1 a file or the run failed, 2 bad arguments.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["explore"]:
+        from .explore import main as explore_main
+
+        try:
+            return explore_main(argv[1:])
+        except SystemExit as exc:  # its argparse: 2 on errors, 0 on --help
+            return int(exc.code or 0)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

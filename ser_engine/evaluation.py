@@ -17,6 +17,20 @@ accuracy = mean per-class recall, the headline metric of the INTERSPEECH
 Computational Paralinguistics challenges, Schuller et al. 2009); per-class
 recall; confusion matrix (rows: true class, columns: predicted class).
 
+Across corpora (issue 12), :class:`CrossCorpusReport` with one row per corpus:
+
+``loco``
+    Leave one corpus out (:func:`evaluate_loco`): for each corpus, the
+    recipe is trained on all the others and scores it.
+``score``
+    An existing model bundle scored on corpora it never saw
+    (:func:`score_bundle`), e.g. the shipped RAVDESS model as the baseline.
+
+Each row gives UAR over the emotions that corpus has and over the four
+every corpus has (:data:`COMMON_EMOTIONS`), for new speakers (fallback
+statistics) and known ones (their own statistics), with ECE and the share
+of unsure answers (:func:`score_held_out`).
+
 Everything works on a precomputed feature matrix, so features are
 extracted once per run (see :func:`ser_engine.training.featurize`).
 """
@@ -28,7 +42,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from sklearn.metrics import (
@@ -40,22 +54,33 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import GroupKFold, train_test_split
 
-from .bundle import _json_default
+from .bundle import ModelBundle, _json_default
 from .calibration import expected_calibration_error, fit_temperature, inner_oof, normalise_split, scored_rows
 from .predict import apply_temperature
+from .recipe import Recipe, RecipeModel
 from .training import build_pipeline, fit_pipeline, mlp_params
 
 __all__ = [
+    "COMMON_EMOTIONS",
     "CalibrationResult",
+    "CorpusResult",
+    "CrossCorpusReport",
     "EvaluationReport",
     "FoldResult",
+    "HeldOutScore",
     "ProtocolResult",
+    "bundle_proba",
     "evaluate",
+    "evaluate_loco",
     "expected_calibration_error",
     "fit_temperature",
     "plot_confusion_matrix",
     "plot_loss_curves",
     "score",
+    "score_bundle",
+    "score_held_out",
+    "stratified_subset",
+    "write_cross_report",
     "write_report",
 ]
 
@@ -262,14 +287,14 @@ class EvaluationReport:
         )
         if self.variants:
             lines += ["", f"speaker-independent, other versions of the held-out clips (mean over folds; normalisation {self.normalization}):"]
-            lines.append(f"{'  clips':<{col}} {'accuracy':>9} {'macro-F1':>9} {'UAR':>7}  {'acc. drop':>9}")
+            lines.append(f"{'  clips':<{col}} {'accuracy':>9} {'macro-F1':>9} {'UAR':>7}  {'acc. drop':>9} {'UAR drop':>9}")
             sp = self.speaker
             lines.append(f"{'  clean (as above)':<{col}} {sp.accuracy_mean:>9.3f} {sp.macro_f1_mean:>9.3f} {sp.uar_mean:>7.3f}")
             for name, p in self.variants.items():
                 what = "fallback stats only (new speaker)" if name == "fallback" else name
                 lines.append(
                     f"{'  ' + what:<{col}} {p.accuracy_mean:>9.3f} {p.macro_f1_mean:>9.3f} {p.uar_mean:>7.3f}"
-                    f"  {100 * (p.accuracy_mean - sp.accuracy_mean):>+8.1f}pt"
+                    f"  {100 * (p.accuracy_mean - sp.accuracy_mean):>+8.1f}pt {100 * (p.uar_mean - sp.uar_mean):>+7.1f}pt"
                 )
         if self.selected:
             lines += ["", "hyper-parameters chosen by inner speaker-independent CV, per fold: "
@@ -788,3 +813,690 @@ def write_report(report: EvaluationReport, out_dir: str | os.PathLike[str]) -> d
         "confusion": plot_confusion_matrix(report, folder / "confusion_matrix.png"),
         "loss": plot_loss_curves(report, folder / "loss_curve.png"),
     }
+
+
+# ------------------------------------------------------------ across corpora
+#: The emotions every corpus of ``../shared/data`` has (issue 12: RAVDESS, nEMO, ASED, EMOVO, URDU,
+#: emotiontts): cross-corpus scores on these four are comparable between corpora (chance 0.25).
+COMMON_EMOTIONS: Final[tuple[str, ...]] = ("angry", "happy", "neutral", "sad")
+
+
+@dataclass
+class HeldOutScore:
+    """Scores of one held-out corpus, its speakers normalised one way.
+
+    Attributes
+    ----------
+    n_clips : int
+        Clips scored.
+    uar, macro_f1, accuracy : float
+        Over the emotions the corpus has, the answer being the argmax over
+        every output of the model (answering an emotion the corpus lacks,
+        e.g. ``calm`` for nEMO, counts as an error).
+    per_class_recall : dict of str to float
+        Recall of each emotion the corpus has; emotions it lacks are left
+        out (masked), not scored 0.
+    uar4, macro_f1_4, accuracy4 : float
+        On the clips of :data:`COMMON_EMOTIONS` only, answered by the argmax
+        over those four classes' probabilities renormalised to sum to 1 (the
+        model's other outputs folded out); UAR over the ones the corpus has.
+        NaN if it has none.
+    ece, ece4 : float
+        Expected calibration error (15 equal-width bins,
+        :func:`ser_engine.calibration.expected_calibration_error`) of the
+        calibrated probabilities, all outputs / the renormalised four.
+    unsure : float
+        Share of clips whose confidence (largest calibrated probability of
+        all outputs) is below the recipe's ``unsure_below``.
+    confident_accuracy : float
+        Accuracy of the other clips (NaN if every answer is unsure).
+    """
+
+    n_clips: int
+    uar: float
+    macro_f1: float
+    accuracy: float
+    per_class_recall: dict[str, float]
+    uar4: float
+    macro_f1_4: float
+    accuracy4: float
+    ece: float
+    ece4: float
+    unsure: float
+    confident_accuracy: float
+
+
+def score_held_out(
+    proba: np.ndarray,
+    y: np.ndarray,
+    labels: Sequence[str],
+    *,
+    unsure_below: float,
+    common: Sequence[str] = COMMON_EMOTIONS,
+) -> HeldOutScore:
+    """Score calibrated probabilities of one held-out corpus (:class:`HeldOutScore`).
+
+    Parameters
+    ----------
+    proba : np.ndarray, shape (n_clips, len(labels))
+        Calibrated class probabilities, rows summing to 1 (a column of a
+        class the model never saw holds 0).
+    y : np.ndarray, shape (n_clips,), int
+        True class indices into ``labels``.
+    labels : sequence of str
+        The model's classes.
+    unsure_below : float
+        Confidence threshold of the unsure flag.
+    common : sequence of str, default :data:`COMMON_EMOTIONS`
+        Classes of the folded-out scores (``uar4`` ...); those missing from
+        ``labels`` are ignored.
+
+    Returns
+    -------
+    HeldOutScore
+
+    Raises
+    ------
+    ValueError
+        If shapes disagree or ``y`` is empty.
+    """
+    P = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if P.ndim != 2 or P.shape != (y.size, len(labels)) or y.size == 0:
+        raise ValueError(f"score_held_out: proba {P.shape}, y {y.shape}, {len(labels)} labels disagree or are empty")
+    present = np.unique(y)
+    pred = P.argmax(axis=1)
+    recall = recall_score(y, pred, labels=present, average=None, zero_division=0)
+    conf = P.max(axis=1)
+    confident = conf >= unsure_below
+    correct = pred == y
+    nan = float("nan")
+    uar4 = f1_4 = acc4 = ece4 = nan
+    cols = np.array([labels.index(e) for e in common if e in labels], dtype=np.int64)
+    rows = np.isin(y, cols)
+    if rows.any():
+        P4 = P[np.ix_(rows, cols)]
+        total = P4.sum(axis=1, keepdims=True)
+        # A model that gives all four ~0 (it never learnt them) answers uniformly among them.
+        P4 = np.where(total > 0, P4 / np.where(total > 0, total, 1.0), 1.0 / cols.size)
+        position = {int(c): k for k, c in enumerate(cols)}
+        y4 = np.array([position[int(v)] for v in y[rows]], dtype=np.int64)
+        pred4 = P4.argmax(axis=1)
+        present4 = np.unique(y4)
+        uar4 = float(recall_score(y4, pred4, labels=present4, average="macro", zero_division=0))
+        f1_4 = float(f1_score(y4, pred4, labels=present4, average="macro", zero_division=0))
+        acc4 = float(np.mean(pred4 == y4))
+        ece4 = expected_calibration_error(P4, y4)
+    return HeldOutScore(
+        n_clips=int(y.size),
+        uar=float(np.mean(recall)),
+        macro_f1=float(f1_score(y, pred, labels=present, average="macro", zero_division=0)),
+        accuracy=float(np.mean(correct)),
+        per_class_recall={labels[int(k)]: float(r) for k, r in zip(present, recall, strict=True)},
+        uar4=uar4,
+        macro_f1_4=f1_4,
+        accuracy4=acc4,
+        ece=expected_calibration_error(P, y),
+        ece4=ece4,
+        unsure=float(1.0 - confident.mean()),
+        confident_accuracy=float(correct[confident].mean()) if confident.any() else nan,
+    )
+
+
+@dataclass
+class CorpusResult:
+    """One held-out corpus: its scores for new and for known speakers, clean and degraded.
+
+    Attributes
+    ----------
+    corpus : str
+        ``Clip.corpus``.
+    n_clips, n_speakers : int
+        Of the held-out corpus (as scored).
+    n_train : int
+        Clean clips the model trained on (0 when an existing model is scored).
+    labels : list of str
+        Emotions the corpus has.
+    new : HeldOutScore
+        Every speaker new: features normalised with the training speakers'
+        fallback statistics (what the bot does for a user's first notes).
+    known : HeldOutScore or None
+        Each speaker normalised with the statistics of their own (unlabelled)
+        clips; None where that measures nothing (``own_speaker_stats``
+        False in :data:`ser_engine.corpora.CORPORA`, e.g. URDU, whose
+        speakers mostly have one emotion each).
+    conditions : dict of str to dict of str to HeldOutScore
+        Condition (e.g. ``"phone"``) -> ``{"new": ..., "known": ...}``
+        (``"known"`` absent when ``known`` is None): the same model on the
+        held-out clips degraded that way.
+    """
+
+    corpus: str
+    n_clips: int
+    n_speakers: int
+    n_train: int
+    labels: list[str]
+    new: HeldOutScore
+    known: HeldOutScore | None
+    conditions: dict[str, dict[str, HeldOutScore]] = field(default_factory=dict)
+
+
+#: Fields of :class:`HeldOutScore` averaged into the ``mean`` row.
+_MEAN_KEYS: Final[tuple[str, ...]] = ("uar", "macro_f1", "accuracy", "uar4", "macro_f1_4", "accuracy4", "ece",
+                                      "ece4", "unsure", "confident_accuracy")  # fmt: skip
+
+
+def _mean_scores(scores: Sequence[HeldOutScore]) -> dict[str, float]:
+    out = {}
+    for key in _MEAN_KEYS:
+        values = np.array([getattr(s, key) for s in scores], dtype=np.float64)
+        out[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    return out
+
+
+@dataclass
+class CrossCorpusReport:
+    """Scores of held-out corpora, one :class:`CorpusResult` each; JSON-serialisable.
+
+    Attributes
+    ----------
+    protocol : str
+        ``"loco"`` (leave one corpus out: train on the others, score it) or
+        ``"score"`` (an existing model on corpora it never saw).
+    description : str
+        One line saying what was trained and scored.
+    labels : list of str
+        The model's classes.
+    rows : list of CorpusResult
+        One per corpus, in the order given.
+    unsure_below : float
+        Confidence threshold of ``unsure``.
+    conditions : list of str
+        Degradations the held-out clips were also scored under.
+    max_clips_per_corpus : int or None
+        Stratified subset size per corpus, None for every clip.
+    recipe : dict or None
+        :meth:`ser_engine.recipe.Recipe.to_dict` of the recipe trained (``loco``).
+    model : dict or None
+        ``path``, ``model_version`` and ``temperature`` of the scored bundle (``score``).
+    temperatures : dict of str to float
+        ``loco``: held-out corpus -> the temperature the recipe fitted on the other corpora.
+    """
+
+    protocol: str
+    description: str
+    labels: list[str]
+    rows: list[CorpusResult]
+    unsure_below: float
+    conditions: list[str] = field(default_factory=list)
+    max_clips_per_corpus: int | None = None
+    recipe: dict[str, Any] | None = None
+    model: dict[str, Any] | None = None
+    temperatures: dict[str, float] = field(default_factory=dict)
+
+    def mean(self) -> dict[str, Any]:
+        """Unweighted means over corpora (NaN entries skipped).
+
+        Returns
+        -------
+        dict
+            ``{"new": {...}, "known": {...}, "min_uar4_new": float}``: the
+            :data:`_MEAN_KEYS` means for new speakers, for known ones (over
+            the corpora scored that way) and the lowest 4-emotion UAR of a
+            new speaker (the issue's "no corpus below 0.40").
+        """
+        known = [r.known for r in self.rows if r.known is not None]
+        uar4 = [r.new.uar4 for r in self.rows if np.isfinite(r.new.uar4)]
+        return {
+            "new": _mean_scores([r.new for r in self.rows]),
+            "known": _mean_scores(known) if known else {},
+            "min_uar4_new": float(min(uar4)) if uar4 else float("nan"),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of lists, numbers and strings (``json.dumps``-able), with the ``mean`` added."""
+        out = json.loads(json.dumps(asdict(self), default=_json_default))
+        out["mean"] = json.loads(json.dumps(self.mean(), default=_json_default))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CrossCorpusReport:
+        """Rebuild a report from :meth:`to_dict` output (e.g. a ``report.json``; its ``mean`` is recomputed).
+
+        Raises
+        ------
+        KeyError, TypeError
+            If ``data`` is not such a dict.
+        """
+
+        def held_out(d: Mapping[str, Any] | None) -> HeldOutScore | None:
+            return None if d is None else HeldOutScore(**d)
+
+        fields_ = {k: v for k, v in data.items() if k != "mean"}
+        rows = []
+        for r in data["rows"]:
+            conditions = {c: {k: held_out(v) for k, v in m.items()} for c, m in r["conditions"].items()}
+            rows.append(CorpusResult(**{**r, "new": held_out(r["new"]), "known": held_out(r["known"]),
+                                        "conditions": conditions}))  # fmt: skip
+        fields_["rows"] = rows
+        return cls(**fields_)
+
+    def table(self) -> str:
+        """A plain-text table: one row per corpus and the mean; then one block per condition.
+
+        Returns
+        -------
+        str
+            Several lines, no trailing newline.
+        """
+
+        def num(value: float | None, width: int = 6) -> str:
+            return f"{'-':>{width}}" if value is None or not np.isfinite(value) else f"{value:>{width}.3f}"
+
+        head = (
+            f"{'corpus':<12} {'clips':>6} {'spk':>4} {'emo':>3} |{'UAR':>6} {'UAR4':>6} {'F1':>6} {'acc':>6}"
+            f" |{'UAR':>6} {'UAR4':>6} |{'ECE':>6} {'ECE4':>6} {'unsure':>6} {'c.acc':>6}"
+        )
+        lines = [
+            self.description,
+            (
+                f"UAR over the emotions each corpus has; UAR4 over {'/'.join(COMMON_EMOTIONS)} (other outputs folded "
+                f"out, chance 0.25); ECE 15 bins; unsure: confidence below {self.unsure_below:.2f}, c.acc: accuracy "
+                "of the confident answers"
+            ),
+            f"{'':<29}| {'new speakers (global statistics)':<28}| {'known spk.':<13}| new speakers",
+            head,
+        ]
+
+        def row(
+            name: str, clips: str, spk: str, emo: str, new: Mapping[str, float], known: Mapping[str, float] | None
+        ) -> str:
+            k = known or {}
+            return (
+                f"{name:<12} {clips:>6} {spk:>4} {emo:>3} |{num(new['uar'])} {num(new['uar4'])} {num(new['macro_f1'])}"
+                f" {num(new['accuracy'])} |{num(k.get('uar'))} {num(k.get('uar4'))} |{num(new['ece'])}"
+                f" {num(new['ece4'])} {num(new['unsure'])} {num(new['confident_accuracy'])}"
+            )
+
+        for r in self.rows:
+            lines.append(row(r.corpus, str(r.n_clips), str(r.n_speakers), str(len(r.labels)), asdict(r.new),
+                             None if r.known is None else asdict(r.known)))  # fmt: skip
+        mean = self.mean()
+        lines.append(row("mean", str(sum(r.n_clips for r in self.rows)), str(sum(r.n_speakers for r in self.rows)),
+                         "", mean["new"], mean["known"] or None))  # fmt: skip
+        lines.append(f"lowest UAR4 (new speakers): {num(mean['min_uar4_new'], 0).strip()}")
+        skipped = [r.corpus for r in self.rows if r.known is None]
+        if skipped:
+            lines.append(f"known speakers not scored for {', '.join(skipped)}: its speakers are tied to one emotion "
+                         "(own statistics would erase it)")  # fmt: skip
+        for condition in self.conditions:
+            lines += [
+                "",
+                f"condition {condition} (vs clean: change in points, negative = worse); new speakers | known:",
+                f"{'corpus':<12} |{'UAR':>6} {'vs cl':>6} {'UAR4':>6} {'vs cl':>6} {'ECE':>6} |{'UAR':>6} {'vs cl':>6}",
+            ]
+            drops_new: list[float] = []
+            drops4_new: list[float] = []
+            for r in self.rows:
+                c = r.conditions.get(condition, {})
+                n = c.get("new")
+                if n is None:
+                    continue
+                kn = c.get("known")
+                d4 = 100 * (n.uar4 - r.new.uar4)
+                drops_new.append(100 * (n.uar - r.new.uar))
+                drops4_new.append(d4)
+                k_text = (f" |{num(kn.uar)} {100 * (kn.uar - r.known.uar):>+6.1f}" if kn is not None and r.known
+                          else f" |{num(None)} {num(None)}")  # fmt: skip
+                lines.append(
+                    f"{r.corpus:<12} |{num(n.uar)} {100 * (n.uar - r.new.uar):>+6.1f} {num(n.uar4)} "
+                    f"{d4 if np.isfinite(d4) else float('nan'):>+6.1f} {num(n.ece)}{k_text}"
+                )
+            if drops_new:
+                mean4 = float(np.nanmean(drops4_new)) if np.isfinite(drops4_new).any() else float("nan")
+                lines.append(f"{'mean':<12} |{'':>6} {float(np.mean(drops_new)):>+6.1f} {'':>6} {mean4:>+6.1f}")
+        return "\n".join(lines)
+
+
+def stratified_subset(clips: Sequence[Any], max_per_corpus: int, seed: int = 0) -> list[Any]:
+    """At most ``max_per_corpus`` clips of each corpus, stratified by emotion, reproducibly.
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+        Clips of one or more corpora (``Clip.corpus``, ``Clip.label``).
+    max_per_corpus : int
+        Clips kept per corpus (all of a smaller corpus).
+    seed : int, default 0
+        Seed of the draw (``sklearn.model_selection.train_test_split``).
+
+    Returns
+    -------
+    list of Clip
+        In the input order.
+
+    Raises
+    ------
+    ValueError
+        If ``max_per_corpus`` < 1.
+    """
+    if max_per_corpus < 1:
+        raise ValueError(f"stratified_subset: max_per_corpus must be >= 1, got {max_per_corpus}")
+    keep: set[int] = set()
+    for corpus in dict.fromkeys(c.corpus for c in clips):
+        idx = np.array([i for i, c in enumerate(clips) if c.corpus == corpus])
+        if idx.size <= max_per_corpus:
+            keep.update(idx.tolist())
+            continue
+        strata = np.array([clips[i].label for i in idx])
+        try:
+            chosen, _ = train_test_split(idx, train_size=max_per_corpus, stratify=strata, random_state=seed)
+        except ValueError:  # fewer clips than classes or a one-clip class: a plain draw
+            chosen = np.random.default_rng(seed).choice(idx, size=max_per_corpus, replace=False)
+        keep.update(int(i) for i in chosen)
+    return [c for i, c in enumerate(clips) if i in keep]
+
+
+def _full_proba(P: np.ndarray, classes: np.ndarray, n_labels: int) -> np.ndarray:
+    out = np.zeros((P.shape[0], n_labels))
+    out[:, classes] = P
+    return out
+
+
+def _loco_fold(
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    recipe: Recipe,
+    augment: Mapping[str, np.ndarray],
+    variants: Mapping[str, np.ndarray],
+    n_labels: int,
+    known: bool,
+) -> dict[str, Any]:
+    model = RecipeModel(recipe).fit(X[train], y[train], groups[train],
+                                    augment={c: A[train] for c, A in augment.items()} or None)  # fmt: skip
+
+    def both(Z: np.ndarray) -> dict[str, np.ndarray]:
+        out = {"new": _full_proba(model.predict_proba(Z), model.classes_, n_labels)}
+        if known:
+            out["known"] = _full_proba(model.predict_proba(Z, groups[test]), model.classes_, n_labels)
+        return out
+
+    return {
+        "clean": both(X[test]),
+        "conditions": {c: both(V[test]) for c, V in variants.items()},
+        "temperature": model.temperature_,
+    }
+
+
+def evaluate_loco(
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: Sequence[str] | np.ndarray,
+    corpora: Sequence[str] | np.ndarray,
+    *,
+    labels: Sequence[str],
+    recipe: Recipe,
+    augment: Mapping[str, np.ndarray] | None = None,
+    variants: Mapping[str, np.ndarray] | None = None,
+    own_speaker_stats: Mapping[str, bool] | None = None,
+    n_jobs: int = 1,
+    max_clips_per_corpus: int | None = None,
+) -> CrossCorpusReport:
+    """Leave one corpus out: for each corpus, train the recipe on the others and score it.
+
+    Each model is :class:`ser_engine.recipe.RecipeModel` fitted exactly as
+    ``ser train`` fits the recipe (speaker normalisation of the training
+    speakers, the degraded copies of ``augment``, the temperature from inner
+    speaker folds), on every clip of the other corpora.  The held-out
+    corpus is scored for new speakers (fallback statistics) and for known
+    ones (each speaker's own clips), see :class:`CorpusResult`; training on
+    several corpora and scoring one never seen is the cross-corpus protocol
+    of Schuller et al. (2010), "Cross-corpus acoustic emotion recognition:
+    variances and strategies", IEEE TAC 1(2).
+
+    Parameters
+    ----------
+    X : np.ndarray, shape (n_clips, n_features)
+        Raw features of the clean clips of every corpus.
+    y : np.ndarray, shape (n_clips,), int
+        Class indices into ``labels``.
+    groups : sequence of str, shape (n_clips,)
+        Speaker of each clip (unique across corpora).
+    corpora : sequence of str, shape (n_clips,)
+        Corpus of each clip; at least two distinct.
+    labels : sequence of str
+        Class names (the union over corpora; a corpus without an emotion
+        gives no examples of it).
+    recipe : Recipe
+        What to train.
+    augment : mapping of str to np.ndarray, shape (n_clips, n_features), optional
+        The recipe's degraded training copies (keys ⊇ ``recipe.augment``).
+    variants : mapping of str to np.ndarray, shape (n_clips, n_features), optional
+        Condition -> features of the same clips degraded (scored, held-out rows only).
+    own_speaker_stats : mapping of str to bool, optional
+        Corpus -> whether known-speaker scores mean anything (default:
+        :data:`ser_engine.corpora.CORPORA`, True for corpora it lacks).
+    n_jobs : int, default 1
+        Fit the held-out folds in this many joblib processes.
+    max_clips_per_corpus : int, optional
+        Recorded in the report (the caller subsets).
+
+    Returns
+    -------
+    CrossCorpusReport
+
+    Raises
+    ------
+    ValueError
+        If shapes disagree, fewer than two corpora are given, or an
+        augmentation of the recipe is missing.
+    """
+    from .corpora import corpus_info
+
+    X = np.asarray(X)
+    y = np.asarray(y, dtype=np.int64)
+    groups = np.asarray([str(g) for g in groups])
+    corpora = np.asarray([str(c) for c in corpora])
+    if X.ndim != 2 or not y.shape == groups.shape == corpora.shape == (X.shape[0],):
+        raise ValueError(f"evaluate_loco: X {X.shape}, y {y.shape}, groups {groups.shape}, corpora {corpora.shape}")
+    names = list(dict.fromkeys(corpora.tolist()))
+    if len(names) < 2:
+        raise ValueError(f"evaluate_loco: needs at least two corpora, got {names}")
+    augment = {c: np.asarray((augment or {})[c]) for c in recipe.augment if c in (augment or {})}
+    missing = [c for c in recipe.augment if c not in augment]
+    if missing:
+        raise ValueError(f"evaluate_loco: no features for the augmentation(s) {missing}")
+    variants = dict(variants or {})
+    for name, V in {**augment, **variants}.items():
+        if np.shape(V) != X.shape:
+            raise ValueError(f"evaluate_loco: {name!r} has shape {np.shape(V)}, expected {X.shape}")
+
+    def has_own_stats(name: str) -> bool:
+        if own_speaker_stats is not None and name in own_speaker_stats:
+            return bool(own_speaker_stats[name])
+        info = corpus_info(name)
+        return True if info is None else info.own_speaker_stats
+
+    n_labels = len(labels)
+    jobs = [(np.flatnonzero(corpora != name), np.flatnonzero(corpora == name), has_own_stats(name)) for name in names]
+    if n_jobs == 1:
+        outputs = [_loco_fold(X, y, groups, tr, te, recipe, augment, variants, n_labels, kn) for tr, te, kn in jobs]
+    else:
+        from joblib import Parallel, delayed
+
+        outputs = Parallel(n_jobs=n_jobs)(
+            delayed(_loco_fold)(X, y, groups, tr, te, recipe, augment, variants, n_labels, kn) for tr, te, kn in jobs
+        )
+    rows = []
+    for name, (train, test, _), out in zip(names, jobs, outputs, strict=True):
+        rows.append(_corpus_result(name, y[test], groups[test], labels, out["clean"], out["conditions"],
+                                   recipe.unsure_below, n_train=int(train.size)))  # fmt: skip
+    return CrossCorpusReport(
+        protocol="loco",
+        description=(
+            f"leave-one-corpus-out over {', '.join(names)}: each corpus scored by the recipe trained on the others "
+            f"({recipe.describe()})"
+        ),
+        labels=list(labels),
+        rows=rows,
+        unsure_below=recipe.unsure_below,
+        conditions=list(variants),
+        max_clips_per_corpus=max_clips_per_corpus,
+        recipe=recipe.to_dict(),
+        temperatures={name: float(out["temperature"]) for name, out in zip(names, outputs, strict=True)},
+    )
+
+
+def _corpus_result(
+    name: str,
+    y: np.ndarray,
+    groups: np.ndarray,
+    labels: Sequence[str],
+    clean: Mapping[str, np.ndarray],
+    conditions: Mapping[str, Mapping[str, np.ndarray]],
+    unsure_below: float,
+    n_train: int,
+) -> CorpusResult:
+    def scores(probas: Mapping[str, np.ndarray]) -> dict[str, HeldOutScore]:
+        return {k: score_held_out(P, y, list(labels), unsure_below=unsure_below) for k, P in probas.items()}
+
+    base = scores(clean)
+    return CorpusResult(
+        corpus=name,
+        n_clips=int(y.size),
+        n_speakers=len(set(groups.tolist())),
+        n_train=n_train,
+        labels=[labels[int(k)] for k in np.unique(y)],
+        new=base["new"],
+        known=base.get("known"),
+        conditions={c: scores(p) for c, p in conditions.items()},
+    )
+
+
+def bundle_proba(bundle: ModelBundle, X: np.ndarray, groups: Sequence[str] | np.ndarray | None = None) -> np.ndarray:
+    """Calibrated probabilities of a bundle for raw feature rows, as :class:`~ser_engine.predict.Predictor` gives them.
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+    X : np.ndarray, shape (n_rows, bundle.feature_config.n_features)
+        Raw features (:func:`ser_engine.features.extract_features`).
+    groups : sequence of str, shape (n_rows,), optional
+        Speakers: each one's rows normalised with the statistics of those
+        same rows (speakers with fewer than ``min_clips`` rows: fallback);
+        None: every row with the fallback statistics (a new speaker).
+
+    Returns
+    -------
+    np.ndarray, shape (n_rows, len(bundle.labels)), float64
+        Temperature-scaled; a column of a class the model never saw holds 0.
+    """
+    Z = np.asarray(X, dtype=np.float32)
+    nz = bundle.normalizer
+    if nz is not None:
+        Z = nz.transform(Z) if groups is None else nz.transform_groups(Z, np.asarray([str(g) for g in groups]))
+    P = apply_temperature(bundle.pipeline.predict_proba(Z), bundle.temperature)
+    return _full_proba(P, np.asarray(bundle.pipeline.classes_, dtype=np.int64), len(bundle.labels))
+
+
+def score_bundle(
+    bundle: ModelBundle,
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: Sequence[str] | np.ndarray,
+    corpora: Sequence[str] | np.ndarray,
+    *,
+    variants: Mapping[str, np.ndarray] | None = None,
+    unsure_below: float | None = None,
+    own_speaker_stats: Mapping[str, bool] | None = None,
+    model_path: str | None = None,
+    max_clips_per_corpus: int | None = None,
+) -> CrossCorpusReport:
+    """Score an existing model on corpora it never saw: the same table as :func:`evaluate_loco`.
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+    X : np.ndarray, shape (n_clips, bundle.feature_config.n_features)
+        Raw features of the clean clips.
+    y : np.ndarray, shape (n_clips,), int
+        Class indices into ``bundle.labels``.
+    groups, corpora : sequence of str, shape (n_clips,)
+        Speaker and corpus of each clip.
+    variants : mapping of str to np.ndarray, shape (n_clips, n_features), optional
+        Condition -> features of the same clips degraded that way.
+    unsure_below : float, optional
+        Default: the bundle's ``metadata["unsure_below"]`` (else 0.5).
+    own_speaker_stats : mapping of str to bool, optional
+        As :func:`evaluate_loco`.  Known-speaker scores also need a bundle
+        that normalises per speaker.
+    model_path : str, optional
+        Recorded in the report.
+    max_clips_per_corpus : int, optional
+        Recorded in the report.
+
+    Returns
+    -------
+    CrossCorpusReport
+
+    Raises
+    ------
+    ValueError
+        If shapes disagree.
+    """
+    from .corpora import corpus_info
+
+    X = np.asarray(X)
+    y = np.asarray(y, dtype=np.int64)
+    groups = np.asarray([str(g) for g in groups])
+    corpora = np.asarray([str(c) for c in corpora])
+    if X.ndim != 2 or not y.shape == groups.shape == corpora.shape == (X.shape[0],):
+        raise ValueError(f"score_bundle: X {X.shape}, y {y.shape}, groups {groups.shape}, corpora {corpora.shape}")
+    variants = dict(variants or {})
+    if unsure_below is None:
+        unsure_below = float(bundle.metadata.get("unsure_below", 0.5))
+    labels = list(bundle.labels)
+    rows = []
+    for name in dict.fromkeys(corpora.tolist()):
+        idx = np.flatnonzero(corpora == name)
+        info = corpus_info(name)
+        own = own_speaker_stats.get(name) if own_speaker_stats and name in own_speaker_stats else (
+            True if info is None else info.own_speaker_stats)  # fmt: skip
+        known = bool(own) and bundle.normalizer is not None
+
+        def both(Z: np.ndarray, idx: np.ndarray = idx, known: bool = known) -> dict[str, np.ndarray]:
+            out = {"new": bundle_proba(bundle, Z[idx])}
+            if known:
+                out["known"] = bundle_proba(bundle, Z[idx], groups[idx])
+            return out
+
+        rows.append(_corpus_result(name, y[idx], groups[idx], labels, both(X),
+                                   {c: both(V) for c, V in variants.items()}, unsure_below, n_train=0))  # fmt: skip
+    return CrossCorpusReport(
+        protocol="score",
+        description=f"the model {model_path or bundle.model_version} scored on corpora it never saw",
+        labels=labels,
+        rows=rows,
+        unsure_below=float(unsure_below),
+        conditions=list(variants),
+        max_clips_per_corpus=max_clips_per_corpus,
+        model={"path": model_path, "model_version": bundle.model_version, "temperature": float(bundle.temperature)},
+    )
+
+
+def write_cross_report(report: CrossCorpusReport, out_dir: str | os.PathLike[str]) -> Path:
+    """Write ``report.json`` (:meth:`CrossCorpusReport.to_dict`) into ``out_dir`` (created if missing).
+
+    Returns
+    -------
+    pathlib.Path
+        The JSON file.
+    """
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "report.json"
+    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return path

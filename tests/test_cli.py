@@ -122,6 +122,27 @@ def test_recipe_flags_default_to_the_shipped_recipe() -> None:
     assert main(["evaluate", "--corpus", "x", "--inner-folds", "3", "--inner-fits", "4", "--quiet"]) == 1
 
 
+def test_recipe_from_a_file(tmp_path: Path, capsys) -> None:
+    """``--recipe FILE`` takes the whole recipe from JSON: a Recipe.to_dict(), a report.json or a bundle sidecar."""
+    parser = build_parser()
+    mine = Recipe(features=FeatureConfig.tutorial(), augment=("phone", "reverb"), mlp={"max_iter": 30}, seed=7)
+    plain, report = tmp_path / "recipe.json", tmp_path / "report.json"
+    plain.write_text(json.dumps(mine.to_dict()))
+    report.write_text(json.dumps({"protocol": "loco", "recipe": mine.to_dict()}))
+    for path in (plain, report):
+        args = parser.parse_args(["evaluate", "--corpus", "x", "--recipe", str(path), "--max-iter", "5"])
+        assert _recipe(args) == mine  # the file wins over the flags
+    sidecar = ROOT / "models" / "ravdess-8class.json"
+    assert _recipe(parser.parse_args(["train", "--corpus", "x", "--recipe", str(sidecar)])) == Recipe.from_bundle(sidecar)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**mine.to_dict(), "preset": "giant"}))
+    assert main(["evaluate", "--corpus", "x", "--recipe", str(bad), "--quiet"]) == 1
+    assert "describes no valid recipe" in capsys.readouterr().err
+    bad.write_text("{not json")
+    assert main(["evaluate", "--corpus", "x", "--recipe", str(bad), "--quiet"]) == 1
+    assert "cannot be read as JSON" in capsys.readouterr().err
+
+
 def test_evaluate_writes_report_and_plots(mini_corpus: Path, feature_cache: Path, tmp_path: Path, capsys) -> None:
     out_dir = tmp_path / "reports"
     args = ["evaluate", "--corpus", str(mini_corpus), "--features", "tutorial", "--folds", "3", "--augment", "none",
@@ -170,3 +191,93 @@ def test_train_then_predict(mini_corpus: Path, feature_cache: Path, tmp_path: Pa
     assert main(["predict", "--model", str(model), "--json", str(clip)]) == 0
     row = json.loads(capsys.readouterr().out)
     assert list(row["probabilities"]) == ["sad", "angry"]
+
+
+def test_evaluate_speaker_protocol_new_conditions(
+    mini_corpus: Path, feature_cache: Path, tmp_path: Path, capsys
+) -> None:
+    """The new recording conditions are scored as rows of the speaker protocol, with their change against clean."""
+    out_dir = tmp_path / "reports"
+    args = ["evaluate", "--corpus", str(mini_corpus), "--features", "tutorial", "--folds", "3", "--augment", "none",
+            "--no-calibrate", "--max-iter", "40", "--condition", "phone,short1.5", "--out-dir", str(out_dir),
+            "--cache-dir", str(feature_cache), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    report = json.loads((out_dir / "report.json").read_text())
+    clean = report["speaker"]
+    for condition in ("phone", "short1.5"):
+        variant = report["variants"][condition]
+        assert 0.0 <= variant["uar_mean"] <= 1.0 and len(variant["folds"]) == 3
+        line = next(ln for ln in table.splitlines() if ln.strip().startswith(condition + " "))
+        drop = 100 * (variant["uar_mean"] - clean["uar_mean"])
+        assert line.rstrip().endswith(f"{drop:+.1f}pt"), line
+    # Another channel, other features: the phone band removes everything above 3.4 kHz.
+    phone = report["variants"]["phone"]
+    assert phone["confusion"] != clean["confusion"] or phone["uar"] != clean["uar"]
+
+
+def test_several_corpora_and_protocol_errors(ravdess_dir: Path, tmp_path: Path, capsys) -> None:
+    assert main(["evaluate", "--protocol", "loco", "--corpus", str(ravdess_dir), "--max-clips-per-corpus", "20",
+                 "--features", "tutorial", "--augment", "none", "--quiet", "--out-dir", str(tmp_path)]) == 1  # fmt: skip
+    assert "needs at least two corpora" in capsys.readouterr().err
+    assert main(["evaluate", "--corpus", str(ravdess_dir), "--model", "x.joblib", "--quiet"]) == 1
+    assert "--model is for --protocol score" in capsys.readouterr().err
+    assert main(["evaluate", "--format", "tess", "--corpus", "a", "--corpus", "b", "--quiet"]) == 1
+    assert "reads one corpus" in capsys.readouterr().err
+    assert main(["evaluate", "--protocol", "score", "--model", str(tmp_path / "none.joblib"), "--corpus",
+                 str(ravdess_dir), "--quiet"]) == 1  # fmt: skip
+    assert capsys.readouterr().err.startswith("error: No emotion model found")
+
+
+# ------------------------------------------------------- no speech, explore
+def _non_speech(folder: Path) -> list[Path]:
+    """A 220 Hz square wave (FLAC) and white noise (WAV), 2 s at 16 kHz: loud, and no speech."""
+    import numpy as np
+    import soundfile as sf
+
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    square, noise = folder / "square.flac", folder / "noise.wav"
+    sf.write(square, 0.5 * np.sign(np.sin(2 * np.pi * 220.0 * t)), sr)
+    sf.write(noise, np.random.default_rng(0).normal(0.0, 0.2, t.size).clip(-1, 1), sr)
+    return [square, noise]
+
+
+def test_predict_refuses_non_speech(fixture_clips: list[Path], tmp_path: Path, capsys) -> None:
+    square, noise = _non_speech(tmp_path)
+    message = "I couldn't hear any speech in that recording."
+    code = main(["predict", str(square), str(noise), str(fixture_clips[3])])
+    out, err = capsys.readouterr()
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[:2] == [f"{square}: error: {message}", f"{noise}: error: {message}"]
+    assert re.fullmatch(rf"{re.escape(str(fixture_clips[3]))}: angry \(\d\.\d\d\)", lines[2])  # speech still answered
+    assert "Traceback" not in out + err
+    assert main(["predict", "--json", str(square)]) == 1
+    assert json.loads(capsys.readouterr().out) == {"file": str(square), "error": message}
+
+
+def test_predict_non_speech_exit_status_subprocess(tmp_path: Path) -> None:
+    square, _ = _non_speech(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "ser_engine", "predict", str(square)], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=ROOT, check=False)  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stdout == f"{square}: error: I couldn't hear any speech in that recording.\n"
+
+
+def test_explore_through_ser(fixture_clips: list[Path], tmp_path: Path, capsys) -> None:
+    assert main(["explore", "--help"]) == 0
+    assert "ser explore" in capsys.readouterr().out
+    corpus = tmp_path / "ravdess"
+    for clip in fixture_clips:
+        actor = corpus / f"Actor_{clip.stem[-2:]}"
+        actor.mkdir(parents=True, exist_ok=True)
+        (actor / clip.name).symlink_to(clip)
+    out_dir = tmp_path / "explore"
+    assert main(["explore", str(corpus), "--out-dir", str(out_dir)]) == 0
+    index = out_dir / "index.html"
+    assert capsys.readouterr().out.strip() == str(index)
+    assert "<img" in index.read_text() and any(out_dir.glob("*.png"))
+    assert main(["explore", str(tmp_path / "nope"), "--out-dir", str(out_dir)]) == 1
+    assert "does not exist" in capsys.readouterr().err
