@@ -33,16 +33,20 @@ from typing import Any, Final
 import numpy as np
 
 from .bundle import ModelBundle, sidecar_path
+from .corpora import Clip
 from .calibration import choose_recipe, normalise_split
 from .features import FeatureConfig
 from .normalization import SpeakerNormalizer
 from .predict import apply_temperature
 from .training import PRESETS, build_pipeline, fit_pipeline, mlp_params
 
-__all__ = ["RECIPE_VERSION", "Recipe", "RecipeModel"]
+__all__ = ["BALANCE", "RECIPE_VERSION", "Recipe", "RecipeModel"]
 
-RECIPE_VERSION: Final[int] = 1
-"""Layout version of :meth:`Recipe.to_dict`."""
+RECIPE_VERSION: Final[int] = 2
+"""Layout version of :meth:`Recipe.to_dict` (2: ``corpora``, ``codec`` and ``balance``; 1 is read too)."""
+
+#: Values of :attr:`Recipe.balance`.
+BALANCE: Final[tuple[str, ...]] = ("none", "corpus")
 
 #: The old CLI's ``--inner-folds`` default, for bundles that were calibrated before recipes were saved.
 _OLD_INNER_FOLDS: Final[int] = 5
@@ -100,11 +104,28 @@ class Recipe:
         ``MLPClassifier`` overrides to choose from by the inner folds (``ser --nested-grid``).
     unsure_below : float, default 0.5
         Confidence below which an answer is flagged unsure.
+    corpora : tuple of str, default ()
+        Names of the corpora (``Clip.corpus``, e.g. ``("ravdess", "nemo",
+        "emotiontts")``) whose clips the recipe trains on (:meth:`select`);
+        empty: every clip given.  Kept lower-case and sorted.  The labels are
+        the union of the corpora's emotions (:func:`ser_engine.training.label_order`);
+        a corpus without an emotion simply contributes no example of it.
+    codec : str or None, default None
+        Codec history given to every training clip that lacks it, before
+        features and augmentation (:func:`ser_engine.training.featurize_conditions`'s
+        ``codec``), e.g. ``"opus32k"``: RAVDESS' FLAC clips then went through
+        Opus 32 kbit/s like the extra corpora, so the model cannot tell
+        corpora apart by their codec.
+    balance : {"none", "corpus"}, default "none"
+        ``"corpus"``: weight each clip by ``n_clips / (n_corpora * n_clips of
+        its corpus)`` in the MLP's loss (:meth:`sample_weight`), so that every
+        corpus weighs the same whatever its size (nEMO has 4481 clips,
+        emotiontts 300).
 
     Raises
     ------
     ValueError
-        If the preset, normalisation or a condition is unknown, or a number is out of range.
+        If the preset, normalisation, balance or a condition is unknown, or a number is out of range.
     """
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -120,6 +141,9 @@ class Recipe:
     seed: int | None = 0
     grid: tuple[Mapping[str, Any], ...] = ()
     unsure_below: float = 0.5
+    corpora: tuple[str, ...] = ()
+    codec: str | None = None
+    balance: str = "none"
 
     def __post_init__(self) -> None:
         from .augment import condition_parts
@@ -141,12 +165,22 @@ class Recipe:
             raise ValueError(f"Recipe: inner_fits must be in 1..inner_folds, got {self.inner_fits}")
         if not 0.0 <= float(self.unsure_below) <= 1.0:
             raise ValueError(f"Recipe: unsure_below must be in [0, 1], got {self.unsure_below}")
+        if self.codec is not None and (not self.codec or len(condition_parts(self.codec)) != 1):
+            raise ValueError(f"Recipe: codec must be one condition such as 'opus32k', got {self.codec!r}")
+        if self.balance not in BALANCE:
+            raise ValueError(f"Recipe: balance must be one of {list(BALANCE)}, got {self.balance!r}")
+        if isinstance(self.corpora, str):
+            raise ValueError("Recipe: corpora must be a sequence of corpus names, not one string")
+        corpora = tuple(sorted(dict.fromkeys(str(c).strip().lower() for c in self.corpora)))
+        if any(not c for c in corpora):
+            raise ValueError("Recipe: an empty corpus name")
         features = self.features
         if isinstance(features, Mapping):
             features = FeatureConfig.from_dict(dict(features))
         set_ = object.__setattr__
         set_(self, "features", features)
         set_(self, "augment", augment)
+        set_(self, "corpora", corpora)
         set_(self, "min_clips", int(self.min_clips))
         set_(self, "inner_folds", int(self.inner_folds))
         set_(self, "inner_fits", None if self.inner_fits is None else int(self.inner_fits))
@@ -168,11 +202,63 @@ class Recipe:
         """A copy whose :attr:`mlp` also sets ``overrides`` (e.g. ``max_iter=200``)."""
         return replace(self, mlp={**self.mlp, **overrides})
 
+    def select(self, clips: Sequence[Clip]) -> list[Clip]:
+        """The clips of :attr:`corpora` (all of them when it is empty), in the input order.
+
+        Parameters
+        ----------
+        clips : sequence of Clip
+
+        Returns
+        -------
+        list of Clip
+
+        Raises
+        ------
+        ValueError
+            If a corpus of :attr:`corpora` has no clip in ``clips`` (a recipe never trains on less than it says).
+        """
+        if not self.corpora:
+            return list(clips)
+        kept = [c for c in clips if c.corpus.lower() in self.corpora]
+        absent = sorted(set(self.corpora) - {c.corpus.lower() for c in kept})
+        if absent:
+            raise ValueError(f"Recipe.select: no clip of the corpora {absent}")
+        return kept
+
+    def sample_weight(self, corpora: Sequence[str] | np.ndarray) -> np.ndarray | None:
+        """Training weight of each clip under :attr:`balance` (None: unweighted).
+
+        Parameters
+        ----------
+        corpora : sequence of str, shape (n_clips,)
+            Corpus of each training clip.
+
+        Returns
+        -------
+        np.ndarray, shape (n_clips,), float64, or None
+            With ``balance == "corpus"``: ``n_clips / (n_corpora * count of
+            the clip's corpus)`` (mean 1, every corpus' total weight equal);
+            None for ``"none"``.
+        """
+        if self.balance == "none":
+            return None
+        names = np.asarray([str(c) for c in corpora])
+        kinds, inverse, counts = np.unique(names, return_inverse=True, return_counts=True)
+        return names.size / (kinds.size * counts[inverse].astype(np.float64))
+
     def describe(self) -> str:
         """One line for people, e.g. ``"2378 features, normalisation speaker, augmentation noise20, ..."``."""
         params = self.mlp_params()
+        extra = ""
+        if self.corpora:
+            extra += f"corpora {', '.join(self.corpora)}, "
+        if self.codec:
+            extra += f"codec history {self.codec}, "
+        if self.balance != "none":
+            extra += f"balance {self.balance}, "
         return (
-            f"{self.features.n_features} features, normalisation {self.normalization}, "
+            extra + f"{self.features.n_features} features, normalisation {self.normalization}, "
             f"augmentation {', '.join(self.augment) or 'none'}, "
             f"calibration {f'{self.inner_folds} inner folds' if self.calibrate else 'none'}, "
             f"MLP {list(params['hidden_layer_sizes'])} alpha {params['alpha']} max_iter {params['max_iter']}, "
@@ -225,7 +311,7 @@ class Recipe:
             raise ValueError(f"Recipe: unknown keys {sorted(unknown)}")
         if isinstance(data.get("features"), Mapping):
             data["features"] = FeatureConfig.from_dict(dict(data["features"]))
-        for key in ("augment", "grid"):
+        for key in ("augment", "grid", "corpora"):
             if key in data:
                 data[key] = tuple(data[key])
         try:
@@ -341,6 +427,7 @@ class RecipeModel:
         sample_weight: np.ndarray | None = None,
         calibrate: bool | None = None,
         n_jobs: int = 1,
+        corpora: Sequence[str] | np.ndarray | None = None,
     ) -> RecipeModel:
         """Fit the recipe on all rows.
 
@@ -362,6 +449,9 @@ class RecipeModel:
             e.g. when only labels are scored -- a temperature never changes them).
         n_jobs : int, default 1
             Processes for the inner folds.
+        corpora : sequence of str, shape (n_rows,), optional
+            Corpus of each row; needed when ``recipe.balance`` is not
+            ``"none"`` (its weights multiply ``sample_weight``).
 
         Returns
         -------
@@ -371,7 +461,8 @@ class RecipeModel:
         Raises
         ------
         ValueError
-            If shapes disagree or an augmentation of the recipe is missing.
+            If shapes disagree, an augmentation of the recipe is missing, or
+            the recipe balances corpora and ``corpora`` is not given.
         """
         r = self.recipe
         X = np.asarray(X)
@@ -389,6 +480,11 @@ class RecipeModel:
         if any(A.shape != X.shape for A in extra.values()):
             raise ValueError(f"RecipeModel.fit: every augmentation matrix must have the shape of X, {X.shape}")
         w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if r.balance != "none":
+            if corpora is None or len(corpora) != y.size:
+                raise ValueError(f"RecipeModel.fit: balance {r.balance!r} needs the corpus of each of the {y.size} rows")
+            balanced = r.sample_weight(corpora)
+            w = balanced if w is None else w * balanced
         overrides = dict(r.mlp)
         temperature = 1.0
         if r.grid or (r.calibrate if calibrate is None else calibrate):
