@@ -33,20 +33,23 @@ from typing import Any, Final
 import numpy as np
 
 from .bundle import ModelBundle, sidecar_path
-from .corpora import Clip
 from .calibration import choose_recipe, normalise_split
+from .corpora import Clip
 from .features import FeatureConfig
 from .normalization import SpeakerNormalizer
 from .predict import apply_temperature
 from .training import PRESETS, build_pipeline, fit_pipeline, mlp_params
 
-__all__ = ["BALANCE", "RECIPE_VERSION", "Recipe", "RecipeModel"]
+__all__ = ["BALANCE", "CALIBRATE_ON", "RECIPE_VERSION", "Recipe", "RecipeModel"]
 
 RECIPE_VERSION: Final[int] = 2
 """Layout version of :meth:`Recipe.to_dict` (2: ``corpora``, ``codec`` and ``balance``; 1 is read too)."""
 
 #: Values of :attr:`Recipe.balance`.
 BALANCE: Final[tuple[str, ...]] = ("none", "corpus")
+
+#: Values of :attr:`Recipe.calibrate_on`.
+CALIBRATE_ON: Final[tuple[str, ...]] = ("speakers", "corpora")
 
 #: The old CLI's ``--inner-folds`` default, for bundles that were calibrated before recipes were saved.
 _OLD_INNER_FOLDS: Final[int] = 5
@@ -121,6 +124,15 @@ class Recipe:
         its corpus)`` in the MLP's loss (:meth:`sample_weight`), so that every
         corpus weighs the same whatever its size (nEMO has 4481 clips,
         emotiontts 300).
+    calibrate_on : {"speakers", "corpora"}, default "speakers"
+        Held-out data of the temperature: ``"speakers"``, the out-of-fold
+        predictions of :attr:`inner_folds` speaker folds (each held-out
+        speaker normalised with their own statistics); ``"corpora"``, one fit
+        per training corpus left out, its clips predicted both as new
+        speakers (training statistics) and as known ones (their own), each
+        over the emotions it has -- the confidence a model deserves on
+        voices, languages and rooms it never heard (``models/README.md``).
+        Needs two corpora or more and no :attr:`grid`.
 
     Raises
     ------
@@ -144,6 +156,7 @@ class Recipe:
     corpora: tuple[str, ...] = ()
     codec: str | None = None
     balance: str = "none"
+    calibrate_on: str = "speakers"
 
     def __post_init__(self) -> None:
         from .augment import condition_parts
@@ -169,6 +182,10 @@ class Recipe:
             raise ValueError(f"Recipe: codec must be one condition such as 'opus32k', got {self.codec!r}")
         if self.balance not in BALANCE:
             raise ValueError(f"Recipe: balance must be one of {list(BALANCE)}, got {self.balance!r}")
+        if self.calibrate_on not in CALIBRATE_ON:
+            raise ValueError(f"Recipe: calibrate_on must be one of {list(CALIBRATE_ON)}, got {self.calibrate_on!r}")
+        if self.calibrate_on == "corpora" and self.grid:
+            raise ValueError("Recipe: a grid is chosen by speaker folds; calibrate_on='corpora' takes none")
         if isinstance(self.corpora, str):
             raise ValueError("Recipe: corpora must be a sequence of corpus names, not one string")
         corpora = tuple(sorted(dict.fromkeys(str(c).strip().lower() for c in self.corpora)))
@@ -257,6 +274,8 @@ class Recipe:
             extra += f"codec history {self.codec}, "
         if self.balance != "none":
             extra += f"balance {self.balance}, "
+        if self.calibrate and self.calibrate_on == "corpora":
+            extra += "temperature from left-out corpora, "
         return (
             extra + f"{self.features.n_features} features, normalisation {self.normalization}, "
             f"augmentation {', '.join(self.augment) or 'none'}, "
@@ -389,6 +408,55 @@ class Recipe:
         )
 
 
+def _corpus_temperature(
+    r: Recipe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, corpora: np.ndarray,
+    augment: Mapping[str, np.ndarray], w: np.ndarray | None,
+) -> float:  # fmt: skip
+    """Temperature from leave-one-corpus-out predictions (``calibrate_on == "corpora"``).
+
+    For each corpus: fit on the others (``alpha`` scaled by the share of rows,
+    as :func:`ser_engine.calibration.inner_oof` does, so the inner model is as
+    regularised per clip as the final one), predict its clips with the
+    training speakers' statistics (new speakers) and with their own (known
+    speakers), keep the probabilities of the emotions the corpus has and the
+    inner model knows (others set to 0, the rest renormalised), then fit one
+    temperature (:func:`ser_engine.calibration.fit_temperature`) on all of
+    them pooled.
+
+    Returns
+    -------
+    float
+        The temperature; raises ValueError with fewer than two corpora.
+    """
+    from .calibration import fit_temperature
+
+    names = list(dict.fromkeys(corpora.tolist()))
+    if len(names) < 2:
+        raise ValueError("RecipeModel.fit: calibrate_on='corpora' needs two corpora or more")
+    n_labels = int(y.max()) + 1
+    alpha = float(r.mlp_params()["alpha"])
+    probas, truths = [], []
+    for name in names:
+        test = np.flatnonzero(corpora == name)
+        train = np.flatnonzero(corpora != name)
+        Xtr, rows, Xown, nz = normalise_split(X, groups, train, test, r.normalization, r.min_clips, augment or None)
+        pipe = build_pipeline(r.preset, scaler=r.scaler, random_state=r.seed,
+                              overrides={**r.mlp, "alpha": alpha * train.size / y.size})  # fmt: skip
+        fit_pipeline(pipe, Xtr, y[rows], sample_weight=None if w is None else w[rows])
+        Xnew = X[test] if nz is None else nz.transform(X[test])
+        keep = np.zeros(n_labels, dtype=bool)
+        keep[np.intersect1d(np.unique(y[test]), pipe.classes_)] = True
+        scored = keep[y[test]]
+        for Z in ([Xnew, Xown] if nz is not None else [Xnew]):
+            P = np.zeros((test.size, n_labels))
+            P[:, pipe.classes_] = pipe.predict_proba(np.asarray(Z, dtype=np.float32))
+            P[:, ~keep] = 0.0
+            P = P[scored]
+            probas.append(P / np.clip(P.sum(axis=1, keepdims=True), 1e-12, None))
+            truths.append(y[test][scored])
+    return fit_temperature(np.vstack(probas), np.concatenate(truths))
+
+
 class RecipeModel:
     """A :class:`Recipe` fitted to a feature matrix (scikit-learn conventions).
 
@@ -451,7 +519,8 @@ class RecipeModel:
             Processes for the inner folds.
         corpora : sequence of str, shape (n_rows,), optional
             Corpus of each row; needed when ``recipe.balance`` is not
-            ``"none"`` (its weights multiply ``sample_weight``).
+            ``"none"`` (its weights multiply ``sample_weight``) or the
+            temperature comes from left-out corpora.
 
         Returns
         -------
@@ -480,14 +549,20 @@ class RecipeModel:
         if any(A.shape != X.shape for A in extra.values()):
             raise ValueError(f"RecipeModel.fit: every augmentation matrix must have the shape of X, {X.shape}")
         w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        if r.balance != "none":
+        calibrating = r.calibrate if calibrate is None else calibrate
+        by_corpus = calibrating and r.calibrate_on == "corpora"
+        if r.balance != "none" or by_corpus:
             if corpora is None or len(corpora) != y.size:
-                raise ValueError(f"RecipeModel.fit: balance {r.balance!r} needs the corpus of each of the {y.size} rows")
-            balanced = r.sample_weight(corpora)
+                raise ValueError(f"RecipeModel.fit: this recipe needs the corpus of each of the {y.size} rows")
+            corpora = np.asarray([str(c) for c in corpora])
+        if r.balance != "none":
+            balanced = r.sample_weight(corpora)  # type: ignore[arg-type]
             w = balanced if w is None else w * balanced
         overrides = dict(r.mlp)
         temperature = 1.0
-        if r.grid or (r.calibrate if calibrate is None else calibrate):
+        if by_corpus:
+            temperature = _corpus_temperature(r, X, y, groups, corpora, extra, w)  # type: ignore[arg-type]
+        elif r.grid or calibrating:
             kwargs = r.calibration_kwargs()
             kwargs["calibrate"] = r.calibrate if calibrate is None else calibrate
             chosen, temperature = choose_recipe(X, y, groups, **kwargs, augment=extra or None, n_jobs=n_jobs,

@@ -125,3 +125,46 @@ def test_recipe_model_trains_on_the_union_of_two_corpora(ravdess_dir: Path, emot
     assert np.mean(model.predict(X[tts_rows], groups[tts_rows]) == 1) < 0.1
     bundle = model.to_bundle(labels)
     assert Recipe.from_bundle(bundle) == recipe and bundle.labels == labels
+
+
+def test_a_temperature_from_left_out_corpora_is_more_honest_on_an_unseen_corpus(ravdess_dir: Path,
+                                                                                emotiontts_dir: Path) -> None:
+    """Trained on RAVDESS (4 actors) and emotiontts, scored on EMOVO as new speakers, over the four shared emotions."""
+    from ser_engine.calibration import expected_calibration_error
+
+    emovo_dir = DATA / "emovo"
+    _require((emovo_dir / "manifest.csv").is_file(), f"the EMOVO corpus is not in {DATA}")
+    four = ["neutral", "happy", "sad", "angry"]
+    rav = [c for c in load_ravdess(ravdess_dir, emotions=four) if c.speaker in ("Actor_01", "Actor_02", "Actor_03",
+                                                                                   "Actor_04", "Actor_05", "Actor_06")]
+    clips = rav + load_corpora([emotiontts_dir])
+    labels = training.label_order(clips)
+    base = Recipe(features=FeatureConfig.tutorial(), augment=(), mlp={"max_iter": 300}, codec="opus32k")
+    X = training.featurize_conditions(clips, ["clean"], config=base.features, n_jobs=2, codec=base.codec)["clean"]
+    y = training.encode_labels(clips, labels)
+    groups = np.array([c.speaker for c in clips])
+    corpora = np.array([c.corpus for c in clips])
+    unseen = [c for c in load_corpora([emovo_dir], emotions=four)]
+    Xu = training.featurize_conditions(unseen, ["clean"], config=base.features, n_jobs=2)["clean"]
+    yu = training.encode_labels(unseen, labels)
+    with pytest.raises(ValueError, match="corpus of each"):
+        RecipeModel(replace_recipe(base, calibrate_on="corpora")).fit(X, y, groups)
+    with pytest.raises(ValueError, match="two corpora"):
+        RecipeModel(replace_recipe(base, calibrate_on="corpora")).fit(X[corpora == "ravdess"], y[corpora == "ravdess"],
+                                                                      groups[corpora == "ravdess"],
+                                                                      corpora=corpora[corpora == "ravdess"])
+    eces = {}
+    for on in ("speakers", "corpora"):
+        model = RecipeModel(replace_recipe(base, calibrate_on=on)).fit(X, y, groups, corpora=corpora)
+        eces[on] = (model.temperature_, expected_calibration_error(model.predict_proba(Xu), yu))
+    (t_speakers, ece_speakers), (t_corpora, ece_corpora) = eces["speakers"], eces["corpora"]
+    # Away from home the model is over-confident: the left-out corpora ask for a larger temperature ...
+    assert t_corpora > t_speakers > 0.5
+    # ... and its confidence on a corpus neither temperature saw is closer to its accuracy.
+    assert ece_corpora < ece_speakers
+
+
+def replace_recipe(recipe: Recipe, **changes: object) -> Recipe:
+    from dataclasses import replace
+
+    return replace(recipe, **changes)  # type: ignore[arg-type]
