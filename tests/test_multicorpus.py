@@ -59,11 +59,16 @@ def test_select_keeps_the_named_corpora_and_refuses_an_absent_one(emotiontts_dir
 
 def test_balance_gives_every_corpus_the_same_total_weight() -> None:
     corpora = np.array(["nemo"] * 30 + ["emotiontts"] * 5 + ["ravdess"] * 15)
-    w = Recipe(balance="corpus").sample_weight(corpora)
+    y = np.array([0, 1] * 15 + [1] * 5 + [2] * 15)  # class 2 only in one corpus, class 1 in all three
+    w = Recipe(balance="corpus").sample_weight(corpora, y)
     assert w is not None and w.shape == (50,) and np.isclose(w.mean(), 1.0)
     totals = [w[corpora == c].sum() for c in ("nemo", "emotiontts", "ravdess")]
     np.testing.assert_allclose(totals, [50 / 3] * 3)
-    assert Recipe().sample_weight(corpora) is None
+    w = Recipe(balance="label").sample_weight(corpora, y)
+    np.testing.assert_allclose([w[y == k].sum() for k in range(3)], [50 / 3] * 3)
+    w = Recipe(balance="corpus+label").sample_weight(corpora, y)
+    assert np.isclose(w.mean(), 1.0) and w[(corpora == "emotiontts")].min() > w[(corpora == "nemo") & (y == 1)].max()
+    assert Recipe().sample_weight(corpora, y) is None
 
 
 # ------------------------------------------------------------ codec history
