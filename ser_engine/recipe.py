@@ -445,7 +445,9 @@ def _corpus_temperature(
     """
     from .calibration import fit_temperature
 
-    names = list(dict.fromkeys(corpora.tolist()))
+    # Only the recipe's own corpora are left out in turn (when it names them): other rows, e.g. users'
+    # feedback in /retrain, always train.
+    names = [n for n in dict.fromkeys(corpora.tolist()) if not r.corpora or n in r.corpora]
     if len(names) < 2:
         raise ValueError("RecipeModel.fit: calibrate_on='corpora' needs two corpora or more")
     n_labels = int(y.max()) + 1
