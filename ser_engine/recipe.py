@@ -289,12 +289,13 @@ class Recipe:
             extra += f"codec history {self.codec}, "
         if self.balance != "none":
             extra += f"balance {self.balance}, "
-        if self.calibrate and self.calibrate_on == "corpora":
-            extra += "temperature from left-out corpora, "
+        calibration = "none"
+        if self.calibrate:
+            calibration = "left-out corpora" if self.calibrate_on == "corpora" else f"{self.inner_folds} inner folds"
         return (
             extra + f"{self.features.n_features} features, normalisation {self.normalization}, "
             f"augmentation {', '.join(self.augment) or 'none'}, "
-            f"calibration {f'{self.inner_folds} inner folds' if self.calibrate else 'none'}, "
+            f"calibration {calibration}, "
             f"MLP {list(params['hidden_layer_sizes'])} alpha {params['alpha']} max_iter {params['max_iter']}, "
             f"seed {self.seed}"
         )
