@@ -67,25 +67,38 @@ def _recipes() -> dict[str, tuple[tuple[str, ...], Any]]:
     from ser_engine.recipe import Recipe
 
     three = ("ravdess", "nemo", "emotiontts")
+    old, channel = ROTATION_OLD, ROTATION_CHANNEL
+
+    def multi(**kw: Any) -> tuple[tuple[str, ...], Any]:
+        return three, Recipe(corpora=three, **{"augment": (), **kw})
+
     return {
-        "R0": (("ravdess",), Recipe()),
-        "R1": (three, Recipe(corpora=three, augment=())),
-        "R2": (three, Recipe(corpora=three, augment=(), balance="label")),
-        "R3": (three, Recipe(corpora=three, augment=(), balance="corpus+label")),
-        "R4": (three, Recipe(corpora=three, augment=(ROTATION_OLD,), balance="label")),
-        "R4c": (three, Recipe(corpora=three, augment=(ROTATION_OLD,), balance="label", codec="opus32k")),
-        "R5": (three, Recipe(corpora=three, augment=(ROTATION_OLD, ROTATION_CHANNEL), balance="label",
-                             codec="opus32k")),
-        "R6": (three, Recipe(corpora=three, augment=(ROTATION_OLD, ROTATION_CHANNEL), balance="corpus+label",
-                             codec="opus32k")),
-    }  # fmt: skip
+        "R0": (("ravdess",), Recipe()),  # the previous shipped recipe
+        "R1": multi(),
+        "R1w": multi(balance="corpus"),
+        "R1h": multi(mlp={"hidden_layer_sizes": (256,)}),
+        "R2": multi(balance="label"),
+        "R3": multi(balance="label", codec="opus32k"),
+        "R4": multi(balance="label", augment=(old,)),
+        "R5": multi(balance="label", augment=(old,), codec="opus32k"),
+        "R6": multi(balance="label", augment=(channel,)),
+        "R7": multi(balance="label", augment=(old, channel), codec="opus32k"),
+        "R8": multi(balance="corpus+label"),
+        "R9": multi(balance="corpus+label", augment=(old, channel), codec="opus32k"),
+        "R10": multi(balance="corpus+label", mlp={"hidden_layer_sizes": (128,)}),
+        "R11": multi(balance="corpus+label", mlp={"alpha": 1.0}),
+    }
 
 
-def shipped_recipe() -> Any:
-    """The recipe of ``models/ser-multicorpus.joblib`` (row R5 of the ablation, temperature from left-out corpora)."""
+#: The ablation row whose recipe ships (with its temperature from left-out corpora).
+SHIPPED_ROW: Final[str] = "R8"
+
+
+def shipped_recipe(row: str = SHIPPED_ROW) -> Any:
+    """The recipe of ``models/ser-multicorpus.joblib``: an ablation row's, temperature from left-out corpora."""
     from dataclasses import replace
 
-    return replace(_recipes()["R5"][1], calibrate_on="corpora")
+    return replace(_recipes()[row][1], calibrate_on="corpora")
 
 
 class Data:
@@ -199,14 +212,14 @@ def ravdess_folds(data: Data, corpora: Sequence[str], recipe: Any, folds: int) -
             "uar": float(np.mean(uars)), "accuracy_per_fold": accs}  # fmt: skip
 
 
-def train(data: Data, out: Path) -> dict[str, Any]:
+def train(data: Data, out: Path, row: str = SHIPPED_ROW) -> dict[str, Any]:
     """Fit :func:`shipped_recipe` on the shareable corpora and save the bundle; returns its metadata."""
     from ser_engine.bundle import library_versions, save_bundle
     from ser_engine.corpora import licence_table, shareable_clips
     from ser_engine.recipe import RecipeModel
     from ser_engine.training import data_fingerprint
 
-    recipe = shipped_recipe()
+    recipe = shipped_recipe(row)
     corpora = [name for name in FOLDERS if name in recipe.corpora]
     t = data.training_set(corpora, recipe)
     clips = t["clips"]
@@ -225,7 +238,7 @@ def train(data: Data, out: Path) -> dict[str, Any]:
         "corpora": sorted({c.corpus for c in clips}),
         "licences": licence_table(clips),
         "licence": "CC BY-NC-SA 4.0 (non-commercial, share-alike): inherited from every training corpus",
-        "trained_by": "python -m benchmarks.multicorpus train",
+        "trained_by": f"python -m benchmarks.multicorpus train --row {row}",
     }
     bundle = model.to_bundle(t["labels"], metadata)
     save_bundle(bundle, out)
@@ -276,12 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "ser-multicorpus.joblib")
     parser.add_argument("--folds", type=int, default=3, help="RAVDESS actor folds (ravdess, ablation)")
     parser.add_argument("--rows", default=None, help="ablation rows, e.g. R0,R5 (default all)")
+    parser.add_argument("--row", default=SHIPPED_ROW, help=f"train/ravdess: the ablation row (default {SHIPPED_ROW})")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     data = Data(args.data, args.cache_dir, args.jobs)
     result: dict[str, Any]
     if args.command == "train":
-        result = train(data, args.out)
+        result = train(data, args.out, args.row)
         print(f"wrote {args.out}: {result['n_clips']} clips of {', '.join(result['corpora'])}, "
               f"T = {result['temperature']:.3f}, {result['n_iter']} epochs")  # fmt: skip
     elif args.command == "score":
@@ -289,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = score_unseen(proba_of, labels, data)
         print(table(result))
     elif args.command == "ravdess":
-        recipe = shipped_recipe()
+        recipe = shipped_recipe(args.row)
         result = ravdess_folds(data, [n for n in FOLDERS if n in recipe.corpora], recipe, args.folds)
         print(json.dumps(result))
     else:

@@ -173,3 +173,21 @@ def replace_recipe(recipe: Recipe, **changes: object) -> Recipe:
     from dataclasses import replace
 
     return replace(recipe, **changes)  # type: ignore[arg-type]
+
+
+def test_retrain_refuses_a_recipe_whose_corpora_are_not_configured(ravdess_dir: Path, tmp_path: Path) -> None:
+    """A /retrain of a multi-corpus recipe with only RAVDESS configured: a clear CorpusError, nothing registered."""
+    from ser_engine.bundle import DEFAULT_MODEL_PATH
+    from ser_engine.errors import CorpusError
+    from ser_engine.registry import ModelRegistry
+    from ser_engine.retrain import RetrainSpec, run_retrain
+
+    registry = ModelRegistry(tmp_path / "registry")
+    assert registry.ensure_default(DEFAULT_MODEL_PATH) == 1
+    spec = RetrainSpec(corpus_dirs=[str(ravdess_dir)], registry_dir=str(registry.root), cache_dir=str(tmp_path / "c"),
+                       emotions=["happy", "sad"], speakers=["01", "02"], folds=2, max_iter=20,
+                       recipe=Recipe(corpora=("ravdess", "nemo"), augment=()))  # fmt: skip
+    with pytest.raises(CorpusError, match="nemo") as caught:
+        run_retrain(spec)
+    assert "ravdess" in str(caught.value)
+    assert registry.version_numbers() == [1] and registry.active_version == 1
