@@ -74,6 +74,7 @@ def _recipes() -> dict[str, tuple[tuple[str, ...], Any]]:
 
     return {
         "R0": (("ravdess",), Recipe()),  # the previous shipped recipe
+        "R0c": (("ravdess",), Recipe(augment=(*Recipe().augment, channel))),
         "R1": multi(),
         "R1w": multi(balance="corpus"),
         "R1h": multi(mlp={"hidden_layer_sizes": (256,)}),
@@ -87,18 +88,22 @@ def _recipes() -> dict[str, tuple[tuple[str, ...], Any]]:
         "R9": multi(balance="corpus+label", augment=(old, channel), codec="opus32k"),
         "R10": multi(balance="corpus+label", mlp={"hidden_layer_sizes": (128,)}),
         "R11": multi(balance="corpus+label", mlp={"alpha": 1.0}),
+        "R12": multi(balance="corpus+label", augment=(channel,)),
+        "R13": multi(balance="corpus+label", augment=(channel,), mlp={"hidden_layer_sizes": (128,)}),
     }
 
 
 #: The ablation row whose recipe ships (with its temperature from left-out corpora).
-SHIPPED_ROW: Final[str] = "R8"
+SHIPPED_ROW: Final[str] = "R10"
 
 
-def shipped_recipe(row: str = SHIPPED_ROW) -> Any:
-    """The recipe of ``models/ser-multicorpus.joblib``: an ablation row's, temperature from left-out corpora."""
+def shipped_recipe(row: str = SHIPPED_ROW) -> tuple[tuple[str, ...], Any]:
+    """Corpora and recipe of ``models/ser-multicorpus.joblib``: an ablation row's, temperature from left-out
+    corpora when it has several (else from inner speaker folds)."""
     from dataclasses import replace
 
-    return replace(_recipes()[row][1], calibrate_on="corpora")
+    corpora, recipe = _recipes()[row]
+    return corpora, replace(recipe, calibrate_on="corpora") if len(corpora) > 1 else recipe
 
 
 class Data:
@@ -219,8 +224,7 @@ def train(data: Data, out: Path, row: str = SHIPPED_ROW) -> dict[str, Any]:
     from ser_engine.recipe import RecipeModel
     from ser_engine.training import data_fingerprint
 
-    recipe = shipped_recipe(row)
-    corpora = [name for name in FOLDERS if name in recipe.corpora]
+    corpora, recipe = shipped_recipe(row)
     t = data.training_set(corpora, recipe)
     clips = t["clips"]
     if len(shareable_clips(clips)) != len(clips):
@@ -303,8 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = score_unseen(proba_of, labels, data)
         print(table(result))
     elif args.command == "ravdess":
-        recipe = shipped_recipe(args.row)
-        result = ravdess_folds(data, [n for n in FOLDERS if n in recipe.corpora], recipe, args.folds)
+        corpora, recipe = shipped_recipe(args.row)
+        result = ravdess_folds(data, corpora, recipe, args.folds)
         print(json.dumps(result))
     else:
         from ser_engine.recipe import RecipeModel
