@@ -191,3 +191,29 @@ def test_retrain_refuses_a_recipe_whose_corpora_are_not_configured(ravdess_dir: 
         run_retrain(spec)
     assert "ravdess" in str(caught.value)
     assert registry.version_numbers() == [1] and registry.active_version == 1
+
+
+def test_retrain_gives_the_clips_the_recipes_codec_history(ravdess_dir: Path, tmp_path: Path) -> None:
+    """/retrain of a recipe with ``codec``: the registered model was fitted on the Opus-coded clips."""
+    from ser_engine.bundle import DEFAULT_MODEL_PATH
+    from ser_engine.registry import ModelRegistry
+    from ser_engine.retrain import RetrainSpec, run_retrain
+
+    registry = ModelRegistry(tmp_path / "registry")
+    assert registry.ensure_default(DEFAULT_MODEL_PATH) == 1
+    emotions, speakers = ["calm", "happy", "sad", "angry"], ["01", "02", "03", "04"]
+    recipe = Recipe(augment=(), codec="opus32k", calibrate=False, mlp={"max_iter": 50})
+    spec = RetrainSpec(corpus_dirs=[str(ravdess_dir)], registry_dir=str(registry.root), cache_dir=str(tmp_path / "c"),
+                       emotions=emotions, speakers=speakers, folds=2, max_iter=50, n_jobs=2,
+                       recipe=recipe)  # fmt: skip
+    result = run_retrain(spec)
+    assert result["n_clips"] == 128 and Recipe.from_dict(result["candidate_recipe"]).codec == "opus32k"
+    bundle = registry.load(result["version"])
+    assert Recipe.from_bundle(bundle).codec == "opus32k"
+    clips = [c for c in load_ravdess(ravdess_dir, emotions=emotions) if c.speaker[-2:] in speakers]
+    matrices = {codec: training.featurize_conditions(clips, ["clean"], n_jobs=2, codec=codec)["clean"]
+                for codec in (None, "opus32k")}  # fmt: skip
+    assert bundle.normalizer is not None
+    # The fallback statistics are the training clips' mean: that of the coded clips, not of the FLAC ones.
+    np.testing.assert_allclose(bundle.normalizer.fallback_mean, matrices["opus32k"].mean(axis=0), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(bundle.normalizer.fallback_mean, matrices[None].mean(axis=0), rtol=1e-3, atol=1e-3)
