@@ -43,7 +43,7 @@ from .training import PRESETS, build_pipeline, fit_pipeline, mlp_params
 __all__ = ["BALANCE", "CALIBRATE_ON", "RECIPE_VERSION", "Recipe", "RecipeModel"]
 
 RECIPE_VERSION: Final[int] = 2
-"""Layout version of :meth:`Recipe.to_dict` (2: ``corpora``, ``codec`` and ``balance``; 1 is read too)."""
+"""Layout version of :meth:`Recipe.to_dict` (2: ``corpora``, ``codec``, ``balance``, ``calibrate_on``; 1 is read too)."""
 
 #: Values of :attr:`Recipe.balance`.
 BALANCE: Final[tuple[str, ...]] = ("none", "corpus", "label", "corpus+label")
@@ -263,7 +263,8 @@ class Recipe:
             ``"corpus"``: ``n_clips / (n_corpora * count of the clip's
             corpus)``, every corpus' total weight equal; ``"label"``: the same
             over classes; ``"corpus+label"``: the product, scaled to mean 1;
-            None for ``"none"``.
+            None for ``"none"``.  When :attr:`corpora` is set, rows of other
+            sources (``/retrain``'s user feedback) keep a corpus factor of 1.
         """
         if self.balance == "none":
             return None
@@ -274,7 +275,10 @@ class Recipe:
 
         w = np.ones(len(y))
         if "corpus" in self.balance:
-            w *= inverse_frequency(np.asarray([str(c) for c in corpora]))
+            names = np.asarray([str(c).lower() for c in corpora])
+            own = np.isin(names, self.corpora) if self.corpora else np.ones(names.size, dtype=bool)
+            if own.any():
+                w[own] = inverse_frequency(names[own])
         if "label" in self.balance:
             w *= inverse_frequency(np.asarray(y, dtype=np.int64))
         return w / w.mean()

@@ -69,6 +69,11 @@ def test_balance_gives_every_corpus_the_same_total_weight() -> None:
     w = Recipe(balance="corpus+label").sample_weight(corpora, y)
     assert np.isclose(w.mean(), 1.0) and w[(corpora == "emotiontts")].min() > w[(corpora == "nemo") & (y == 1)].max()
     assert Recipe().sample_weight(corpora, y) is None
+    # Rows of another source (feedback in /retrain) are not a corpus of their own when the recipe names its corpora.
+    named = Recipe(balance="corpus", corpora=("nemo", "emotiontts", "ravdess"))
+    w = named.sample_weight(np.concatenate([corpora, ["feedback"] * 2]), np.concatenate([y, [0, 0]]))
+    assert w is not None and w.shape == (52,)
+    np.testing.assert_allclose(w[-2:] / w[:50][corpora == "nemo"][0], [30 / (50 / 3)] * 2)
 
 
 # ------------------------------------------------------------ codec history
