@@ -34,15 +34,22 @@ import numpy as np
 
 from .bundle import ModelBundle, sidecar_path
 from .calibration import choose_recipe, normalise_split
+from .corpora import Clip
 from .features import FeatureConfig
 from .normalization import SpeakerNormalizer
 from .predict import apply_temperature
 from .training import PRESETS, build_pipeline, fit_pipeline, mlp_params
 
-__all__ = ["RECIPE_VERSION", "Recipe", "RecipeModel"]
+__all__ = ["BALANCE", "CALIBRATE_ON", "RECIPE_VERSION", "Recipe", "RecipeModel"]
 
-RECIPE_VERSION: Final[int] = 1
-"""Layout version of :meth:`Recipe.to_dict`."""
+RECIPE_VERSION: Final[int] = 2
+"""Layout version of :meth:`Recipe.to_dict` (2: ``corpora``, ``codec``, ``balance``, ``calibrate_on``; 1 is read too)."""
+
+#: Values of :attr:`Recipe.balance`.
+BALANCE: Final[tuple[str, ...]] = ("none", "corpus", "label", "corpus+label")
+
+#: Values of :attr:`Recipe.calibrate_on`.
+CALIBRATE_ON: Final[tuple[str, ...]] = ("speakers", "corpora")
 
 #: The old CLI's ``--inner-folds`` default, for bundles that were calibrated before recipes were saved.
 _OLD_INNER_FOLDS: Final[int] = 5
@@ -100,11 +107,41 @@ class Recipe:
         ``MLPClassifier`` overrides to choose from by the inner folds (``ser --nested-grid``).
     unsure_below : float, default 0.5
         Confidence below which an answer is flagged unsure.
+    corpora : tuple of str, default ()
+        Names of the corpora (``Clip.corpus``, e.g. ``("ravdess", "nemo",
+        "emotiontts")``) whose clips the recipe trains on (:meth:`select`);
+        empty: every clip given.  Kept lower-case and sorted.  The labels are
+        the union of the corpora's emotions (:func:`ser_engine.training.label_order`);
+        a corpus without an emotion simply contributes no example of it.
+    codec : str or None, default None
+        Codec history given to every training clip that lacks it, before
+        features and augmentation (:func:`ser_engine.training.featurize_conditions`'s
+        ``codec``), e.g. ``"opus32k"``: RAVDESS' FLAC clips then went through
+        Opus 32 kbit/s like the extra corpora, so the model cannot tell
+        corpora apart by their codec.
+    balance : {"none", "corpus", "label", "corpus+label"}, default "none"
+        Weights of the clips in the MLP's loss (:meth:`sample_weight`).
+        ``"corpus"``: every corpus weighs the same whatever its size (nEMO
+        has 4481 clips, emotiontts 300).  ``"label"``: every emotion weighs
+        the same: an emotion only one corpus has (RAVDESS' calm, 192 clips)
+        against one all have (sad: 1036 clips in RAVDESS, nEMO and
+        emotiontts) is otherwise swamped -- trained on the three corpora
+        unweighted, 37 of 64 held-out RAVDESS calm clips were called sad
+        (models/README.md).  ``"corpus+label"``: both factors multiplied.
+    calibrate_on : {"speakers", "corpora"}, default "speakers"
+        Held-out data of the temperature: ``"speakers"``, the out-of-fold
+        predictions of :attr:`inner_folds` speaker folds (each held-out
+        speaker normalised with their own statistics); ``"corpora"``, one fit
+        per training corpus left out, its clips predicted both as new
+        speakers (training statistics) and as known ones (their own), each
+        over the emotions it has -- the confidence a model deserves on
+        voices, languages and rooms it never heard (``models/README.md``).
+        Needs two corpora or more and no :attr:`grid`.
 
     Raises
     ------
     ValueError
-        If the preset, normalisation or a condition is unknown, or a number is out of range.
+        If the preset, normalisation, balance or a condition is unknown, or a number is out of range.
     """
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -120,6 +157,10 @@ class Recipe:
     seed: int | None = 0
     grid: tuple[Mapping[str, Any], ...] = ()
     unsure_below: float = 0.5
+    corpora: tuple[str, ...] = ()
+    codec: str | None = None
+    balance: str = "none"
+    calibrate_on: str = "speakers"
 
     def __post_init__(self) -> None:
         from .augment import condition_parts
@@ -141,12 +182,26 @@ class Recipe:
             raise ValueError(f"Recipe: inner_fits must be in 1..inner_folds, got {self.inner_fits}")
         if not 0.0 <= float(self.unsure_below) <= 1.0:
             raise ValueError(f"Recipe: unsure_below must be in [0, 1], got {self.unsure_below}")
+        if self.codec is not None and (not self.codec or len(condition_parts(self.codec)) != 1):
+            raise ValueError(f"Recipe: codec must be one condition such as 'opus32k', got {self.codec!r}")
+        if self.balance not in BALANCE:
+            raise ValueError(f"Recipe: balance must be one of {list(BALANCE)}, got {self.balance!r}")
+        if self.calibrate_on not in CALIBRATE_ON:
+            raise ValueError(f"Recipe: calibrate_on must be one of {list(CALIBRATE_ON)}, got {self.calibrate_on!r}")
+        if self.calibrate_on == "corpora" and self.grid:
+            raise ValueError("Recipe: a grid is chosen by speaker folds; calibrate_on='corpora' takes none")
+        if isinstance(self.corpora, str):
+            raise ValueError("Recipe: corpora must be a sequence of corpus names, not one string")
+        corpora = tuple(sorted(dict.fromkeys(str(c).strip().lower() for c in self.corpora)))
+        if any(not c for c in corpora):
+            raise ValueError("Recipe: an empty corpus name")
         features = self.features
         if isinstance(features, Mapping):
             features = FeatureConfig.from_dict(dict(features))
         set_ = object.__setattr__
         set_(self, "features", features)
         set_(self, "augment", augment)
+        set_(self, "corpora", corpora)
         set_(self, "min_clips", int(self.min_clips))
         set_(self, "inner_folds", int(self.inner_folds))
         set_(self, "inner_fits", None if self.inner_fits is None else int(self.inner_fits))
@@ -168,13 +223,83 @@ class Recipe:
         """A copy whose :attr:`mlp` also sets ``overrides`` (e.g. ``max_iter=200``)."""
         return replace(self, mlp={**self.mlp, **overrides})
 
+    def select(self, clips: Sequence[Clip]) -> list[Clip]:
+        """The clips of :attr:`corpora` (all of them when it is empty), in the input order.
+
+        Parameters
+        ----------
+        clips : sequence of Clip
+
+        Returns
+        -------
+        list of Clip
+
+        Raises
+        ------
+        ValueError
+            If a corpus of :attr:`corpora` has no clip in ``clips`` (a recipe never trains on less than it says).
+        """
+        if not self.corpora:
+            return list(clips)
+        kept = [c for c in clips if c.corpus.lower() in self.corpora]
+        absent = sorted(set(self.corpora) - {c.corpus.lower() for c in kept})
+        if absent:
+            raise ValueError(f"Recipe.select: no clip of the corpora {absent}")
+        return kept
+
+    def sample_weight(self, corpora: Sequence[str] | np.ndarray, y: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """Training weight of each clip under :attr:`balance` (None: unweighted).
+
+        Parameters
+        ----------
+        corpora : sequence of str, shape (n_clips,)
+            Corpus of each training clip.
+        y : sequence of int, shape (n_clips,)
+            Class of each training clip.
+
+        Returns
+        -------
+        np.ndarray, shape (n_clips,), float64, or None
+            ``"corpus"``: ``n_clips / (n_corpora * count of the clip's
+            corpus)``, every corpus' total weight equal; ``"label"``: the same
+            over classes; ``"corpus+label"``: the product, scaled to mean 1;
+            None for ``"none"``.  When :attr:`corpora` is set, rows of other
+            sources (``/retrain``'s user feedback) keep a corpus factor of 1.
+        """
+        if self.balance == "none":
+            return None
+
+        def inverse_frequency(values: np.ndarray) -> np.ndarray:
+            kinds, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+            return values.size / (kinds.size * counts[inverse].astype(np.float64))
+
+        w = np.ones(len(y))
+        if "corpus" in self.balance:
+            names = np.asarray([str(c).lower() for c in corpora])
+            own = np.isin(names, self.corpora) if self.corpora else np.ones(names.size, dtype=bool)
+            if own.any():
+                w[own] = inverse_frequency(names[own])
+        if "label" in self.balance:
+            w *= inverse_frequency(np.asarray(y, dtype=np.int64))
+        return w / w.mean()
+
     def describe(self) -> str:
         """One line for people, e.g. ``"2378 features, normalisation speaker, augmentation noise20, ..."``."""
         params = self.mlp_params()
+        extra = ""
+        if self.corpora:
+            extra += f"corpora {', '.join(self.corpora)}, "
+        if self.codec:
+            extra += f"codec history {self.codec}, "
+        if self.balance != "none":
+            extra += f"balance {self.balance}, "
+        calibration = "none"
+        if self.calibrate:
+            calibration = "left-out corpora" if self.calibrate_on == "corpora" else f"{self.inner_folds} inner folds"
         return (
-            f"{self.features.n_features} features, normalisation {self.normalization}, "
+            extra + f"{self.features.n_features} features, normalisation {self.normalization}, "
             f"augmentation {', '.join(self.augment) or 'none'}, "
-            f"calibration {f'{self.inner_folds} inner folds' if self.calibrate else 'none'}, "
+            f"calibration {calibration}, "
             f"MLP {list(params['hidden_layer_sizes'])} alpha {params['alpha']} max_iter {params['max_iter']}, "
             f"seed {self.seed}"
         )
@@ -225,7 +350,7 @@ class Recipe:
             raise ValueError(f"Recipe: unknown keys {sorted(unknown)}")
         if isinstance(data.get("features"), Mapping):
             data["features"] = FeatureConfig.from_dict(dict(data["features"]))
-        for key in ("augment", "grid"):
+        for key in ("augment", "grid", "corpora"):
             if key in data:
                 data[key] = tuple(data[key])
         try:
@@ -303,6 +428,57 @@ class Recipe:
         )
 
 
+def _corpus_temperature(
+    r: Recipe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, corpora: np.ndarray,
+    augment: Mapping[str, np.ndarray], w: np.ndarray | None,
+) -> float:  # fmt: skip
+    """Temperature from leave-one-corpus-out predictions (``calibrate_on == "corpora"``).
+
+    For each corpus: fit on the others (``alpha`` scaled by the share of rows,
+    as :func:`ser_engine.calibration.inner_oof` does, so the inner model is as
+    regularised per clip as the final one), predict its clips with the
+    training speakers' statistics (new speakers) and with their own (known
+    speakers), keep the probabilities of the emotions the corpus has and the
+    inner model knows (others set to 0, the rest renormalised), then fit one
+    temperature (:func:`ser_engine.calibration.fit_temperature`) on all of
+    them pooled.
+
+    Returns
+    -------
+    float
+        The temperature; raises ValueError with fewer than two corpora.
+    """
+    from .calibration import fit_temperature
+
+    # Only the recipe's own corpora are left out in turn (when it names them): other rows, e.g. users'
+    # feedback in /retrain, always train.
+    names = [n for n in dict.fromkeys(corpora.tolist()) if not r.corpora or n in r.corpora]
+    if len(names) < 2:
+        raise ValueError("RecipeModel.fit: calibrate_on='corpora' needs two corpora or more")
+    n_labels = int(y.max()) + 1
+    alpha = float(r.mlp_params()["alpha"])
+    probas, truths = [], []
+    for name in names:
+        test = np.flatnonzero(corpora == name)
+        train = np.flatnonzero(corpora != name)
+        Xtr, rows, Xown, nz = normalise_split(X, groups, train, test, r.normalization, r.min_clips, augment or None)
+        pipe = build_pipeline(r.preset, scaler=r.scaler, random_state=r.seed,
+                              overrides={**r.mlp, "alpha": alpha * train.size / y.size})  # fmt: skip
+        fit_pipeline(pipe, Xtr, y[rows], sample_weight=None if w is None else w[rows])
+        Xnew = X[test] if nz is None else nz.transform(X[test])
+        keep = np.zeros(n_labels, dtype=bool)
+        keep[np.intersect1d(np.unique(y[test]), pipe.classes_)] = True
+        scored = keep[y[test]]
+        for Z in ([Xnew, Xown] if nz is not None else [Xnew]):
+            P = np.zeros((test.size, n_labels))
+            P[:, pipe.classes_] = pipe.predict_proba(np.asarray(Z, dtype=np.float32))
+            P[:, ~keep] = 0.0
+            P = P[scored]
+            probas.append(P / np.clip(P.sum(axis=1, keepdims=True), 1e-12, None))
+            truths.append(y[test][scored])
+    return fit_temperature(np.vstack(probas), np.concatenate(truths))
+
+
 class RecipeModel:
     """A :class:`Recipe` fitted to a feature matrix (scikit-learn conventions).
 
@@ -341,6 +517,7 @@ class RecipeModel:
         sample_weight: np.ndarray | None = None,
         calibrate: bool | None = None,
         n_jobs: int = 1,
+        corpora: Sequence[str] | np.ndarray | None = None,
     ) -> RecipeModel:
         """Fit the recipe on all rows.
 
@@ -362,6 +539,10 @@ class RecipeModel:
             e.g. when only labels are scored -- a temperature never changes them).
         n_jobs : int, default 1
             Processes for the inner folds.
+        corpora : sequence of str, shape (n_rows,), optional
+            Corpus of each row; needed when ``recipe.balance`` is not
+            ``"none"`` (its weights multiply ``sample_weight``) or the
+            temperature comes from left-out corpora.
 
         Returns
         -------
@@ -371,7 +552,8 @@ class RecipeModel:
         Raises
         ------
         ValueError
-            If shapes disagree or an augmentation of the recipe is missing.
+            If shapes disagree, an augmentation of the recipe is missing, or
+            the recipe balances corpora and ``corpora`` is not given.
         """
         r = self.recipe
         X = np.asarray(X)
@@ -389,9 +571,20 @@ class RecipeModel:
         if any(A.shape != X.shape for A in extra.values()):
             raise ValueError(f"RecipeModel.fit: every augmentation matrix must have the shape of X, {X.shape}")
         w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        calibrating = r.calibrate if calibrate is None else calibrate
+        by_corpus = calibrating and r.calibrate_on == "corpora"
+        if r.balance != "none" or by_corpus:
+            if corpora is None or len(corpora) != y.size:
+                raise ValueError(f"RecipeModel.fit: this recipe needs the corpus of each of the {y.size} rows")
+            corpora = np.asarray([str(c) for c in corpora])
+        if r.balance != "none":
+            balanced = r.sample_weight(corpora, y)  # type: ignore[arg-type]
+            w = balanced if w is None else w * balanced
         overrides = dict(r.mlp)
         temperature = 1.0
-        if r.grid or (r.calibrate if calibrate is None else calibrate):
+        if by_corpus:
+            temperature = _corpus_temperature(r, X, y, groups, corpora, extra, w)  # type: ignore[arg-type]
+        elif r.grid or calibrating:
             kwargs = r.calibration_kwargs()
             kwargs["calibrate"] = r.calibrate if calibrate is None else calibrate
             chosen, temperature = choose_recipe(X, y, groups, **kwargs, augment=extra or None, n_jobs=n_jobs,

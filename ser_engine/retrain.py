@@ -2,8 +2,11 @@
 
 :func:`run_retrain` does the work (in whatever process calls it):
 
-1. **features** -- corpus clips from one or more RAVDESS-layout folders,
-   through the per-file :class:`~ser_engine.cache.FeatureCache`; plus
+1. **features** -- corpus clips from one or more folders (RAVDESS layout
+   or manifest corpora, :func:`~ser_engine.corpora.load_corpora`; a recipe
+   that names its ``corpora`` keeps those and refuses to run without one),
+   through the per-file :class:`~ser_engine.cache.FeatureCache` (a recipe
+   with a ``codec`` history: with its degraded copies, per chunk); plus
    feedback rows (feature vectors and labels given by users, no audio).
    Each recipe's features and the degraded copies its augmentation asks
    for (:mod:`ser_engine.augment`; cached per chunk of clips).
@@ -168,13 +171,14 @@ def _recipes(spec: RetrainSpec, active: Recipe) -> tuple[Recipe, Recipe]:
 
 def _gate_fold(
     recipe: Recipe, X: np.ndarray, y: np.ndarray, groups: np.ndarray, augment: dict[str, np.ndarray],
-    train: np.ndarray, test: np.ndarray, weights: np.ndarray | None,
+    train: np.ndarray, test: np.ndarray, weights: np.ndarray | None, corpora: np.ndarray,
 ) -> np.ndarray:  # fmt: skip
     """Fit ``recipe`` on rows ``train`` (uncalibrated: a temperature never changes a label); labels of ``test``."""
     from .recipe import RecipeModel
 
     model = RecipeModel(recipe).fit(X[train], y[train], groups[train], augment={c: A[train] for c, A in augment.items()},
-                                    sample_weight=None if weights is None else weights[train], calibrate=False)  # fmt: skip
+                                    sample_weight=None if weights is None else weights[train], calibrate=False,
+                                    corpora=corpora[train])  # fmt: skip
     return model.predict(X[test], groups[test])
 
 
@@ -211,7 +215,7 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
 
     from .bundle import library_versions
     from .cache import CHUNK, FeatureCache
-    from .corpora import load_ravdess
+    from .corpora import load_corpora
     from .errors import CorpusError
     from .evaluation import score
     from .recipe import RecipeModel
@@ -238,9 +242,8 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
 
     # ------------------------------------------------------------ features
     emit("features", 0.0, "reading the corpus")
-    clips = []
-    for folder in spec.corpus_dirs:
-        clips += load_ravdess(folder, emotions=spec.emotions)
+    # RAVDESS-layout folders and manifest corpora (several corpora: Recipe.corpora) alike.
+    clips = load_corpora(spec.corpus_dirs, emotions=spec.emotions) if spec.corpus_dirs else []
     if spec.speakers:
         keep = {str(s) for s in spec.speakers}
 
@@ -251,22 +254,36 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
         clips = [c for c in clips if c.speaker in keep or digits(c.speaker) in keep]
     if not clips:
         raise CorpusError("No training clip found in the configured corpus folders.")
+    if candidate_recipe.corpora:
+        try:
+            clips = candidate_recipe.select(clips)
+        except ValueError:
+            raise CorpusError(
+                f"The recipe trains on the corpora {', '.join(candidate_recipe.corpora)}; the configured corpus "
+                f"folders hold {', '.join(sorted({c.corpus for c in clips}))}."
+            ) from None
     labels = label_order(clips)
     if len(labels) < 2:
         raise CorpusError("The training data holds fewer than two emotions.")
     cache_root = spec.cache_dir
     paths = [c.path for c in clips]
-    # What each feature configuration needs: its clean vectors and the degraded copies of the recipes using it.
+    # What each feature configuration and codec history needs: its clean vectors and the degraded
+    # copies of the recipes using it.
     needs: dict[Any, list[str]] = {}
     for r in (candidate_recipe, reference_recipe):
-        needs.setdefault(r.features, [])
-        needs[r.features] += [c for c in r.augment if c not in needs[r.features]]
+        key = (r.features, r.codec)
+        needs.setdefault(key, [])
+        needs[key] += [c for c in r.augment if c not in needs[key]]
     # Progress in feature extractions: a degraded copy costs about one more (plus its codec).
     total_units = sum(len(paths) * (1 + len(conds)) for conds in needs.values())
     done_units = [0]
     caches: list[FeatureCache] = []
     matrices: dict[Any, dict[str, np.ndarray]] = {}
-    for config, conditions in needs.items():
+    for (config, codec), conditions in needs.items():
+        if codec is not None:
+            # A codec history changes the clean vectors too: they come with the degraded copies, per chunk.
+            matrices[(config, codec)] = {}
+            conditions = ["clean", *conditions]
         cache = FeatureCache(cache_root or ".", config)  # only read/written when cache_root is set
         caches.append(cache)
         base = done_units[0]
@@ -274,7 +291,9 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
         def cb(done: int, total: int, base: int = base) -> None:
             emit("features", (base + done) / total_units, f"{done}/{total} clips")
 
-        if cache_root is None:
+        if codec is not None:
+            pass
+        elif cache_root is None:
             from .features import extract_many
 
             clean = np.zeros((len(paths), config.n_features), dtype=np.float32)
@@ -284,8 +303,9 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
                 cb(min(len(paths), start + CHUNK), len(paths))
         else:
             clean = cache.featurize(paths, n_jobs=spec.n_jobs, progress=cb)
-        done_units[0] += len(paths)
-        matrices[config] = {"clean": clean}
+        if codec is None:
+            done_units[0] += len(paths)
+            matrices[(config, codec)] = {"clean": clean}
         if conditions:
             # Degraded copies in chunks (progress after each); each chunk's matrices are cached under
             # <cache_dir>/conditions, keyed by its files' fingerprint, the condition and the features.
@@ -294,14 +314,14 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
             for start in range(0, len(clips), step):
                 got = featurize_conditions(
                     clips[start : start + step], conditions, config=config, n_jobs=spec.n_jobs,
-                    cache_dir=None if cache_root is None else Path(cache_root) / "conditions",
+                    cache_dir=None if cache_root is None else Path(cache_root) / "conditions", codec=codec,
                 )  # fmt: skip
                 for c in conditions:
                     parts[c].append(got[c])
                 n_done = min(len(clips), start + step)
                 done_units[0] += min(step, len(clips) - start) * len(conditions)
                 emit("features", done_units[0] / total_units, f"{n_done}/{len(clips)} clips, {'+'.join(conditions)}")
-            matrices[config].update({c: np.vstack(parts[c]) for c in conditions})
+            matrices[(config, codec)].update({c: np.vstack(parts[c]) for c in conditions})
     end_stage("features")
 
     index = {label: i for i, label in enumerate(labels)}
@@ -315,9 +335,10 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
         if label in index and len(x) == cand_config.n_features
     ]
     n_fb = len(fb_rows)
-    X_cand = matrices[cand_config]["clean"]
+    cand_key, ref_key = (cand_config, candidate_recipe.codec), (reference_recipe.features, reference_recipe.codec)
+    X_cand = matrices[cand_key]["clean"]
     # Feedback comes as feature vectors without audio: it has no degraded copies (NaN rows are left out).
-    aug_cand = {c: matrices[cand_config][c] for c in candidate_recipe.augment}
+    aug_cand = {c: matrices[cand_key][c] for c in candidate_recipe.augment}
     if n_fb:
         X_fb = np.stack([r[0] for r in fb_rows])
         X_cand = np.vstack([X_cand, X_fb])
@@ -326,8 +347,10 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
         groups = np.array(groups_corpus + [r[2] for r in fb_rows])
     else:
         y_all, groups = y_corpus, np.array(groups_corpus)
-    X_ref = matrices[reference_recipe.features]["clean"]
-    aug_ref = {c: matrices[reference_recipe.features][c] for c in reference_recipe.augment}
+    X_ref = matrices[ref_key]["clean"]
+    aug_ref = {c: matrices[ref_key][c] for c in reference_recipe.augment}
+    # Corpus of each row (Recipe.balance, Recipe.calibrate_on); feedback rows are a source of their own.
+    row_corpora = np.array([c.corpus for c in clips] + ["feedback"] * n_fb)
     is_fb = np.arange(len(y_all)) >= n_corpus
     weights = np.where(is_fb, float(spec.feedback_weight), 1.0)
     rng = np.random.default_rng(0 if spec.seed is None else spec.seed)
@@ -344,11 +367,12 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
     same = candidate_recipe == reference_recipe and n_fb == 0 and not spec.corrupt_labels
     jobs: list[tuple[str, int, tuple[Any, ...]]] = []
     for k, (train, test) in enumerate(splits):
-        jobs.append(("candidate", k, (candidate_recipe, X_cand, y_train_all, groups, aug_cand, train, test, weights)))
+        jobs.append(("candidate", k, (candidate_recipe, X_cand, y_train_all, groups, aug_cand, train, test, weights,
+                                      row_corpora)))  # fmt: skip
         ref_train, ref_test = train[~is_fb[train]], test[~is_fb[test]]
         if not same and ref_test.size:
             jobs.append(("active recipe", k, (reference_recipe, X_ref, y_all, groups[:n_corpus], aug_ref, ref_train,
-                                              ref_test, None)))  # fmt: skip
+                                              ref_test, None, row_corpora[:n_corpus])))  # fmt: skip
     pred_c = np.empty_like(y_all)
     pred_r = np.empty_like(y_all)
     emit("evaluating", 0.0, f"{folds} speaker-independent folds, {'one recipe' if same else 'two recipes'}")
@@ -382,7 +406,7 @@ def run_retrain(spec: RetrainSpec, report: Callable[[dict[str, Any]], None] | No
     calibrating = f", temperature from {candidate_recipe.inner_folds} inner folds" if candidate_recipe.calibrate else ""
     emit("fitting", 0.0, f"{len(y_all)} rows{calibrating}")
     model = RecipeModel(candidate_recipe).fit(X_cand, y_train_all, groups, augment=aug_cand, sample_weight=weights,
-                                              n_jobs=spec.n_jobs)  # fmt: skip
+                                              n_jobs=spec.n_jobs, corpora=row_corpora)  # fmt: skip
     emit("fitting", 1.0)
     end_stage("fitting")
 

@@ -49,6 +49,7 @@ __all__ = [
     "featurize_condition",
     "featurize_conditions",
     "fit_pipeline",
+    "has_codec_history",
     "label_order",
     "mlp_params",
     "train_model",
@@ -343,23 +344,60 @@ def featurize(
     return X
 
 
+#: File suffixes of audio that is already Opus-coded (Ogg/Opus, WebM): the extra corpora of
+#: ``../shared/data`` (Opus 32 kbit/s, ``../shared/data/README.md``) and Discord's voice notes.
+_OPUS_SUFFIXES: Final[tuple[str, ...]] = (".ogg", ".opus", ".oga", ".webm")
+
+
+def has_codec_history(path: str | os.PathLike[str], codec: str) -> bool:
+    """Whether a file already went through the codec family of ``codec`` (so no round trip is added).
+
+    Decided by the file name: ``opus*`` codecs (``opus16k``, ``opus24k``,
+    ``opus32k``) count as already applied to ``.ogg``, ``.opus``, ``.oga``
+    and ``.webm`` files (the extra corpora were coded with libopus at
+    32 kbit/s, ``../shared/data/README.md``); a FLAC or WAV file (RAVDESS)
+    has no codec history.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The audio file.
+    codec : str
+        A condition of :data:`ser_engine.augment.CONDITIONS`, e.g. ``"opus32k"``.
+
+    Returns
+    -------
+    bool
+    """
+    if codec.startswith("opus"):
+        return Path(path).suffix.lower() in _OPUS_SUFFIXES
+    return False
+
+
 def _conditions_features(
-    path: str, conditions: Sequence[str], seed: int, config: FeatureConfig, limits: AudioLimits | None
+    path: str, conditions: Sequence[str], seed: int, config: FeatureConfig, limits: AudioLimits | None,
+    codec: str | None = None,
 ) -> np.ndarray:
     from .audio import load_audio
     from .augment import apply_condition
 
     y = load_audio(path, limits=limits)
+    if codec is not None and not has_codec_history(path, codec):
+        y = apply_condition(y, codec, seed=seed)
     return np.stack([extract_features(y=apply_condition(y, c, seed=seed), config=config) for c in conditions])
 
 
 def _condition_cache_file(
-    cache_dir: str | os.PathLike[str], fingerprint: str, clips: Sequence[Clip], condition: str, config: FeatureConfig
+    cache_dir: str | os.PathLike[str], fingerprint: str, clips: Sequence[Clip], condition: str, config: FeatureConfig,
+    codec: str | None = None,
 ) -> Path:
     from .augment import CONDITIONS_VERSION
 
     key_src = fingerprint + repr(sorted(config.to_dict().items())) + f"v{FEATURE_VERSION}"
     key_src += f"\ncondition={condition} v{CONDITIONS_VERSION}\n" + "\n".join(Path(c.path).name for c in clips)
+    # Only a codec that changes some clip enters the key: an Opus corpus' matrices are the same with or without.
+    if codec is not None and any(not has_codec_history(c.path, codec) for c in clips):
+        key_src += f"\ncodec={codec}"
     return Path(cache_dir) / f"features-{hashlib.sha256(key_src.encode()).hexdigest()[:24]}.npy"
 
 
@@ -372,6 +410,7 @@ def featurize_conditions(
     progress: bool = False,
     limits: AudioLimits | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    codec: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Feature matrices of the clips under degradations of :data:`ser_engine.augment.CONDITIONS`.
 
@@ -379,6 +418,13 @@ def featurize_conditions(
     to that one signal in the same worker task (one decode and one task per
     clip instead of one per clip and condition).  Clip ``i`` is degraded
     with seed ``i`` (reproducible noise, and the part of a rotation).
+
+    With ``codec`` (a *codec history*, :attr:`ser_engine.recipe.Recipe.codec`)
+    every clip without that history (:func:`has_codec_history`: RAVDESS' FLAC)
+    first goes through the codec, and the conditions (``"clean"`` too) are
+    applied to that coded signal; clips that have it are used as decoded.
+    So all training clips share one codec history and a model cannot tell
+    corpora apart by their codec.
 
     Parameters
     ----------
@@ -392,6 +438,10 @@ def featurize_conditions(
         :data:`~ser_engine.augment.CONDITIONS_VERSION`).
     progress : bool, default False
         Show a tqdm progress bar on stderr.
+    codec : str, optional
+        A condition of :data:`~ser_engine.augment.CONDITIONS` (e.g.
+        ``"opus32k"``) applied first to the clips without that codec history;
+        part of the cache key when it changes any clip.
 
     Returns
     -------
@@ -401,7 +451,7 @@ def featurize_conditions(
     Raises
     ------
     ValueError
-        If a condition is unknown.
+        If a condition or the codec is unknown.
     ser_engine.errors.AudioError, RuntimeError
         If a clip cannot be decoded or libopus is missing.
     """
@@ -410,13 +460,15 @@ def featurize_conditions(
     conditions = list(dict.fromkeys(conditions))
     for condition in conditions:
         condition_parts(condition)  # ValueError if unknown
+    if codec is not None:
+        condition_parts(codec)
     config = config or FeatureConfig()
     out: dict[str, np.ndarray] = {}
     files: dict[str, Path] = {}
     if cache_dir is not None and clips and conditions:
         fingerprint = data_fingerprint(clips)
         for condition in conditions:
-            files[condition] = _condition_cache_file(cache_dir, fingerprint, clips, condition, config)
+            files[condition] = _condition_cache_file(cache_dir, fingerprint, clips, condition, config, codec)
             if files[condition].is_file():
                 X = np.load(files[condition])
                 if X.shape == (len(clips), config.n_features):
@@ -428,7 +480,7 @@ def featurize_conditions(
         return {c: np.zeros((0, config.n_features), np.float32) for c in conditions}
     from tqdm.auto import tqdm
 
-    args = [(str(c.path), todo, i, config, limits) for i, c in enumerate(clips)]
+    args = [(str(c.path), todo, i, config, limits, codec) for i, c in enumerate(clips)]
     it = iter(tqdm(args, desc="+".join(todo), unit="clip", disable=not progress))
     # The first clip runs here: a broken corpus or a missing codec fails before workers start.
     rows = [_conditions_features(*next(it))]
