@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -245,6 +246,12 @@ def test_the_retrain_child_starts_without_secrets_and_signs_what_it_registers(
     job = RetrainJob(_spec(ravdess_dir, registry, cache_dir, speakers=SPEAKERS[:3], folds=3, max_iter=50))
     job.start()
     assert job.pid is not None
+    # Read the environment once the child runs Python (its first progress message): before that the pid may
+    # still be the launcher's /bin/sh, whose exec of `env -i python` replaces the environment.
+    deadline = time.monotonic() + 120
+    while not job.poll() and not job.finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not job.finished, job.error
     environ = Path(f"/proc/{job.pid}/environ").read_bytes()  # the child's initial environment, as the kernel keeps it
     job.wait(timeout=300)
     assert b"DISCORD_TOKEN" not in environ and b"DATABASE_URL" not in environ and b"SER_MODEL_HMAC_KEY" not in environ
