@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -22,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cogs.admin.settings import LifecycleSettings
     from .storage import GuildSettings, Store
 
-__all__ = ["SERBot", "INTENTS", "REQUIRED_PERMISSIONS", "EXTENSIONS", "invite_url", "model_version"]
+__all__ = ["SERBot", "INTENTS", "REQUIRED_PERMISSIONS", "EXTENSIONS", "invite_url"]
 
 log = logging.getLogger(__name__)
 
@@ -54,41 +51,6 @@ REQUIRED_PERMISSIONS = discord.Permissions(
     embed_links=True,
     read_message_history=True,
 )
-
-
-def model_version(model_path: str | Path) -> str:
-    """Identify a model bundle for the analyses it produces: ``"<file stem>@sha256:<hex>"``.
-
-    The SHA-256 of the ``.joblib`` bytes comes from the bundle's JSON sidecar
-    (which :func:`ser_engine.bundle.load_bundle` checked against the bytes it
-    loaded); without a sidecar hash the file itself is hashed.
-
-    Parameters
-    ----------
-    model_path : str or Path
-        The ``.joblib`` bundle.
-
-    Returns
-    -------
-    str
-        At most 128 characters (the width of the stored column).
-
-    Raises
-    ------
-    OSError
-        When neither the sidecar nor the bundle can be read.
-    """
-    path = Path(model_path)
-    digest = None
-    try:
-        sidecar = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-        if isinstance(sidecar, dict) and isinstance(sidecar.get("sha256"), str):
-            digest = sidecar["sha256"].lower()
-    except (OSError, ValueError):
-        digest = None
-    if digest is None:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return f"{path.stem[:48]}@sha256:{digest}"
 
 
 def invite_url(application_id: int) -> str:
@@ -125,8 +87,6 @@ class SERBot(commands.Bot):
         Storage of analyses, guild settings and opt-outs, created in
         :meth:`setup_hook` (even when the database is unreachable then: it
         reconnects by itself), closed in :meth:`close`.
-    model_version : str
-        Identifies the loaded model in stored analyses (see :func:`model_version`).
     known_settings : dict of int to GuildSettings
         Last settings read or written per guild, used while the database is
         unavailable.
@@ -149,7 +109,6 @@ class SERBot(commands.Bot):
         self.lifecycle_settings: LifecycleSettings = lifecycle
         self.service: EmotionService | None = None
         self.store: Store | None = None
-        self.model_version: str = "unknown"
         self.known_settings: dict[int, GuildSettings] = {}
 
     # ------------------------------------------------------------ lifecycle
@@ -184,7 +143,6 @@ class SERBot(commands.Bot):
         limits = AudioLimits(max_bytes=s.ser_max_bytes, max_duration_s=s.ser_max_duration_s)
         log.info("loading model %s", s.ser_model_path)
         predictor = await asyncio.to_thread(Predictor.load, s.ser_model_path, limits=limits)
-        self.model_version = await asyncio.to_thread(model_version, s.ser_model_path)
         self.service = EmotionService(
             predictor, workers=s.ser_workers, max_pending=s.ser_max_pending, timeout_s=s.ser_request_timeout_s,
             mode=s.ser_worker_mode,

@@ -201,9 +201,7 @@ class AdminCog(commands.Cog, name="Admin"):
         if service is None:
             return
         service.swap_predictor(Predictor(bundle, limits=service.predictor.limits))
-        self.active_version = version
-        entry = self.registry.get(version)
-        self.bot.model_version = f"v{version}@sha256:{entry.sha256}"[:128]
+        self.active_version = version  # predictions now say "v<N>@sha256:..." (Prediction.model_version)
         log.info("serving model version v%s (%s)", version, ", ".join(bundle.labels))
 
     # -------------------------------------------------------------- retrain
