@@ -90,6 +90,11 @@ def _recipes() -> dict[str, tuple[tuple[str, ...], Any]]:
         "R11": multi(balance="corpus+label", mlp={"alpha": 1.0}),
         "R12": multi(balance="corpus+label", augment=(channel,)),
         "R13": multi(balance="corpus+label", augment=(channel,), mlp={"hidden_layer_sizes": (128,)}),
+        # The pool (ser_engine.ensemble): the RAVDESS-only expert of R0c and the three-corpus R12, one
+        # geometric mean of their probabilities, temperature from left-out corpora.
+        "P1": (three, Recipe(members=(Recipe(augment=(*Recipe().augment, channel), corpora=("ravdess",), calibrate=False),
+                                      multi(balance="corpus+label", augment=(channel,), calibrate=False)[1]),
+                             calibrate_on="corpora")),
     }
 
 
@@ -132,7 +137,11 @@ class Data:
 
         clips = [c for name in corpora for c in self.clips(name)]
         labels = label_order(clips)
-        parts = [self.matrices(name, ["clean", *recipe.augment], recipe.codec) for name in corpora]
+        # Only the copies the recipe trains on (a pool's RAVDESS-only member needs no degraded nEMO): NaN rows.
+        parts = []
+        for name in corpora:
+            part = self.matrices(name, ["clean", *recipe.augment_for(name)], recipe.codec)
+            parts.append({c: part.get(c, np.full_like(part["clean"], np.nan)) for c in ["clean", *recipe.augment]})
         return {
             "clips": clips, "labels": labels, "X": np.vstack([p["clean"] for p in parts]),
             "y": encode_labels(clips, labels), "groups": np.array([c.speaker for c in clips]),

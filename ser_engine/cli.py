@@ -340,10 +340,24 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
     # One pass over the corpus: each clip decoded once for its clean features, its augmented
     # copies and (when evaluating) its degraded test copies.
     evaluating = not getattr(args, "no_eval", False)
-    matrices = featurize_conditions(
-        clips, ["clean", *recipe.augment, *(args.condition if evaluating else [])], config=config, n_jobs=args.jobs,
-        progress=not args.quiet, cache_dir=args.cache_dir,
-    )  # fmt: skip
+    conditions = list(args.condition if evaluating else [])
+    if recipe.members:
+        # A pool: each corpus gets only the degraded copies its members train on (NaN rows for the others).
+        matrices = {c: np.full((len(clips), config.n_features), np.nan) for c in ["clean", *recipe.augment, *conditions]}
+        corpus_of = np.array([c.corpus.lower() for c in clips])
+        for name in dict.fromkeys(corpus_of.tolist()):
+            idx = np.flatnonzero(corpus_of == name)
+            part = featurize_conditions(
+                [clips[i] for i in idx], ["clean", *recipe.augment_for(name), *conditions], config=config,
+                n_jobs=args.jobs, progress=not args.quiet, cache_dir=args.cache_dir,
+            )  # fmt: skip
+            for condition, M in part.items():
+                matrices[condition][idx] = M
+    else:
+        matrices = featurize_conditions(
+            clips, ["clean", *recipe.augment, *conditions], config=config, n_jobs=args.jobs,
+            progress=not args.quiet, cache_dir=args.cache_dir,
+        )  # fmt: skip
     X = matrices["clean"]
     y = encode_labels(clips, labels)
     groups = np.array([c.speaker for c in clips])
@@ -351,6 +365,11 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> tuple[Any, ...]:
     args.augmented = {condition: matrices[condition] for condition in recipe.augment}
     args.variants = {condition: matrices[condition] for condition in (args.condition if evaluating else [])}
     return clips, labels, X, y, groups, config, recipe
+
+
+def _corpus_recipe(recipe: Any) -> bool:
+    """Whether the recipe needs each clip's corpus (a pool, corpus balance, a left-out-corpus temperature)."""
+    return bool(recipe.members) or recipe.balance != "none" or (recipe.calibrate and recipe.calibrate_on == "corpora")
 
 
 def _run_evaluation(args: argparse.Namespace, labels: Any, X: Any, y: Any, groups: Any, config: Any, recipe: Any) -> Any:
@@ -374,6 +393,9 @@ def _evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return _score(args, out, err)
     if args.model is not None:
         raise SERError("--model is for --protocol score; the other protocols train the recipe.")
+    if args.protocol != "loco" and _corpus_recipe(_recipe(args)):
+        raise SERError("This recipe weighs or calibrates by corpus: score it with --protocol loco "
+                       "(RAVDESS actor folds: python -m benchmarks.multicorpus ravdess).")  # fmt: skip
     _, labels, X, y, groups, config, recipe = _prepare(args, err)
     if args.protocol == "loco":
         return _loco(args, out, labels, X, y, groups, recipe)
@@ -451,6 +473,11 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .evaluation import write_report
     from .training import train_model
 
+    if _corpus_recipe(_recipe(args)):
+        if not args.no_eval:
+            raise SERError("This recipe weighs or calibrates by corpus: train it with --no-eval and score it with "
+                           "ser evaluate --protocol loco.")  # fmt: skip
+        return _train_by_corpus(args, out, err)
     clips, labels, X, y, groups, config, recipe = _prepare(args, err)
     metrics = None
     if not args.no_eval:
@@ -497,15 +524,64 @@ def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     save_bundle(bundle, target)
     size_kib = target.stat().st_size / 1024
     print(f"wrote {target} ({size_kib:.0f} KiB) and {sidecar_path(target)}", file=out)
-    if args.registry is not None:
-        from .registry import ModelRegistry
+    _register(args, target, out)
+    return 0
 
-        registry = ModelRegistry(args.registry)
-        entry = registry.import_file(target, source="ser train")
-        print(f"registered as {entry.name} in {registry.root}", file=out)
-        if args.activate:
-            registry.activate(entry.version)
-            print(f"{entry.name} is now active", file=out)
+
+def _register(args: argparse.Namespace, target: Path, out: TextIO) -> None:
+    """``--registry`` (and ``--activate``) of ``ser train``: import the written bundle as a new version."""
+    if args.registry is None:
+        return
+    from .registry import ModelRegistry
+
+    registry = ModelRegistry(args.registry)
+    entry = registry.import_file(target, source="ser train")
+    print(f"registered as {entry.name} in {registry.root}", file=out)
+    if args.activate:
+        registry.activate(entry.version)
+        print(f"{entry.name} is now active", file=out)
+
+
+def _train_by_corpus(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``ser train`` of a recipe that needs each clip's corpus: :class:`~ser_engine.recipe.RecipeModel` on all clips."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from .bundle import library_versions, save_bundle, sidecar_path
+    from .corpora import licence_table, shareable_clips
+    from .recipe import RecipeModel
+    from .training import data_fingerprint
+
+    clips, labels, X, y, groups, _, recipe = _prepare(args, err)
+    corpora = [c.corpus for c in clips]
+    try:
+        model = RecipeModel(recipe).fit(X, y, groups, augment=args.augmented or None, corpora=corpora,
+                                        n_jobs=args.jobs)  # fmt: skip
+    except ValueError as exc:
+        raise SERError(f"This recipe cannot train on these corpora: {exc}") from None
+    shareable = len(shareable_clips(clips)) == len(clips)
+    metadata = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+        "data_fingerprint": data_fingerprint(clips),
+        "fingerprint_method": "sha256 over sorted lines 'relative path, label, size, sha256(content)'",
+        "n_clips": len(clips),
+        "n_speakers": len({c.speaker for c in clips}),
+        "class_counts": {label: int(np.sum(y == i)) for i, label in enumerate(labels)},
+        "corpora": sorted({c.corpus for c in clips}),
+        "licences": licence_table(clips),
+        "licence": ("CC BY-NC-SA 4.0 (non-commercial, share-alike): inherited from every training corpus"
+                    if shareable else "for local use only: a training corpus' licence does not allow sharing it"),
+    }  # fmt: skip
+    bundle = model.to_bundle(labels, metadata)
+    target = args.out or Path("models") / f"ser-{len(labels)}class.joblib"
+    save_bundle(bundle, target)
+    print(f"wrote {target} ({target.stat().st_size / 1024:.0f} KiB) and {sidecar_path(target)}: {len(clips)} clips "
+          f"of {', '.join(metadata['corpora'])}, temperature {model.temperature_:.2f}", file=out)  # fmt: skip
+    if not shareable:
+        print("note: trained on a corpus whose licence does not allow sharing the model: keep it local", file=out)
+    _register(args, target, out)
     return 0
 
 

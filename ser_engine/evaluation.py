@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -1214,9 +1214,11 @@ def _loco_fold(
     variants: Mapping[str, np.ndarray],
     n_labels: int,
     known: bool,
+    corpora: np.ndarray,
 ) -> dict[str, Any]:
     model = RecipeModel(recipe).fit(X[train], y[train], groups[train],
-                                    augment={c: A[train] for c, A in augment.items()} or None)  # fmt: skip
+                                    augment={c: A[train] for c, A in augment.items()} or None,
+                                    corpora=corpora[train])  # fmt: skip
 
     def both(Z: np.ndarray) -> dict[str, np.ndarray]:
         out = {"new": _full_proba(model.predict_proba(Z), model.classes_, n_labels)}
@@ -1320,15 +1322,19 @@ def evaluate_loco(
         info = corpus_info(name)
         return True if info is None else info.own_speaker_stats
 
+    # The recipe's own corpus list names what ``ser train`` trains on; here every other corpus given trains
+    # (its balance and its left-out-corpus temperature then run over them).
+    recipe = replace(recipe, corpora=())
     n_labels = len(labels)
     jobs = [(np.flatnonzero(corpora != name), np.flatnonzero(corpora == name), has_own_stats(name)) for name in names]
     if n_jobs == 1:
-        outputs = [_loco_fold(X, y, groups, tr, te, recipe, augment, variants, n_labels, kn) for tr, te, kn in jobs]
+        outputs = [_loco_fold(X, y, groups, tr, te, recipe, augment, variants, n_labels, kn, corpora)
+                   for tr, te, kn in jobs]
     else:
         from joblib import Parallel, delayed
 
         outputs = Parallel(n_jobs=n_jobs)(
-            delayed(_loco_fold)(X, y, groups, tr, te, recipe, augment, variants, n_labels, kn) for tr, te, kn in jobs
+            delayed(_loco_fold)(X, y, groups, tr, te, recipe, augment, variants, n_labels, kn, corpora) for tr, te, kn in jobs
         )
     rows = []
     for name, (train, test, _), out in zip(names, jobs, outputs, strict=True):

@@ -42,8 +42,9 @@ from .training import PRESETS, build_pipeline, fit_pipeline, mlp_params
 
 __all__ = ["BALANCE", "CALIBRATE_ON", "RECIPE_VERSION", "Recipe", "RecipeModel"]
 
-RECIPE_VERSION: Final[int] = 2
-"""Layout version of :meth:`Recipe.to_dict` (2: ``corpora``, ``codec``, ``balance``, ``calibrate_on``; 1 is read too)."""
+RECIPE_VERSION: Final[int] = 3
+"""Layout version of :meth:`Recipe.to_dict` (3: ``members``; 2: ``corpora``, ``codec``, ``balance``,
+``calibrate_on``; 1 and 2 are read too)."""
 
 #: Values of :attr:`Recipe.balance`.
 BALANCE: Final[tuple[str, ...]] = ("none", "corpus", "label", "corpus+label")
@@ -137,6 +138,18 @@ class Recipe:
         over the emotions it has -- the confidence a model deserves on
         voices, languages and rooms it never heard (``models/README.md``).
         Needs two corpora or more and no :attr:`grid`.
+    members : tuple of Recipe, default ()
+        When given, the model is a pool of one classifier per member
+        (:class:`ser_engine.ensemble.LogOpinionPool`): each member trains
+        its own MLP on its own :attr:`corpora` (all when empty), with its own
+        :attr:`augment`, :attr:`balance`, preset and :attr:`mlp`, on features
+        normalised once by this recipe's speaker statistics; this recipe's
+        :attr:`augment` becomes the union of the members', its
+        :attr:`corpora` the union of theirs (when each names some), and its
+        temperature is fitted on the pooled answer.  Members may not have
+        members, must use this recipe's features, and this recipe then
+        calibrates only on left-out corpora (``calibrate_on="corpora"``) or
+        not at all.  Mappings (:meth:`to_dict` output) are accepted.
 
     Raises
     ------
@@ -161,6 +174,7 @@ class Recipe:
     codec: str | None = None
     balance: str = "none"
     calibrate_on: str = "speakers"
+    members: tuple[Recipe, ...] = ()
 
     def __post_init__(self) -> None:
         from .augment import condition_parts
@@ -198,7 +212,19 @@ class Recipe:
         features = self.features
         if isinstance(features, Mapping):
             features = FeatureConfig.from_dict(dict(features))
+        members = tuple(Recipe.from_dict(m) if isinstance(m, Mapping) else m for m in self.members)
+        if members:
+            if any(not isinstance(m, Recipe) or m.members for m in members):
+                raise ValueError("Recipe: members must be recipes without members of their own")
+            if any(m.features != features for m in members):
+                raise ValueError("Recipe: every member must use the recipe's features")
+            if self.calibrate and self.calibrate_on != "corpora":
+                raise ValueError("Recipe: a recipe with members calibrates on left-out corpora or not at all")
+            augment = tuple(sorted({c for m in members for c in m.augment}))
+            if not corpora and all(m.corpora for m in members):
+                corpora = tuple(sorted({c for m in members for c in m.corpora}))
         set_ = object.__setattr__
+        set_(self, "members", members)
         set_(self, "features", features)
         set_(self, "augment", augment)
         set_(self, "corpora", corpora)
@@ -283,8 +309,33 @@ class Recipe:
             w *= inverse_frequency(np.asarray(y, dtype=np.int64))
         return w / w.mean()
 
+    def augment_for(self, corpus: str) -> tuple[str, ...]:
+        """The augmentations whose copies of ``corpus``' clips this recipe trains on.
+
+        Without :attr:`members`, :attr:`augment`; with them, the union of
+        the members' that train on ``corpus`` (a member without
+        :attr:`corpora` trains on all).  Other copies need not be extracted:
+        give them as NaN rows to :meth:`RecipeModel.fit`.
+
+        Parameters
+        ----------
+        corpus : str
+
+        Returns
+        -------
+        tuple of str
+        """
+        if not self.members:
+            return self.augment
+        name = str(corpus).lower()
+        return tuple(sorted({c for m in self.members if not m.corpora or name in m.corpora for c in m.augment}))
+
     def describe(self) -> str:
         """One line for people, e.g. ``"2378 features, normalisation speaker, augmentation noise20, ..."``."""
+        if self.members:
+            calibration = "left-out corpora" if self.calibrate else "none"
+            return (f"pool of {len(self.members)} members [" + "] x [".join(m.describe() for m in self.members)
+                    + f"], calibration {calibration}")  # fmt: skip
         params = self.mlp_params()
         extra = ""
         if self.corpora:
@@ -328,7 +379,10 @@ class Recipe:
         out: dict[str, Any] = {"version": RECIPE_VERSION}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = value.to_dict() if isinstance(value, FeatureConfig) else _plain(value)
+            if f.name == "members":
+                out[f.name] = [m.to_dict() for m in value]
+            else:
+                out[f.name] = value.to_dict() if isinstance(value, FeatureConfig) else _plain(value)
         return out
 
     @classmethod
@@ -350,7 +404,7 @@ class Recipe:
             raise ValueError(f"Recipe: unknown keys {sorted(unknown)}")
         if isinstance(data.get("features"), Mapping):
             data["features"] = FeatureConfig.from_dict(dict(data["features"]))
-        for key in ("augment", "grid", "corpora"):
+        for key in ("augment", "grid", "corpora", "members"):
             if key in data:
                 data[key] = tuple(data[key])
         try:
@@ -456,8 +510,30 @@ def _corpus_temperature(
     if len(names) < 2:
         raise ValueError("RecipeModel.fit: calibrate_on='corpora' needs two corpora or more")
     n_labels = int(y.max()) + 1
-    alpha = float(r.mlp_params()["alpha"])
     probas, truths = [], []
+    if r.members:
+        # A pool: each left-out corpus is predicted by the pool fitted on the others (members without
+        # training clips then drop out), uncalibrated, as new and as known speakers.
+        inner = replace(r, calibrate=False)
+        for name in names:
+            test = np.flatnonzero(corpora == name)
+            train = np.flatnonzero(corpora != name)
+            model = RecipeModel(inner).fit(X[train], y[train], groups[train],
+                                           augment={c: A[train] for c, A in augment.items()} or None,
+                                           sample_weight=None if w is None else w[train], corpora=corpora[train])  # fmt: skip
+            keep = np.zeros(n_labels, dtype=bool)
+            keep[np.intersect1d(np.unique(y[test]), model.classes_)] = True
+            scored = keep[y[test]]
+            both = [None, groups[test]] if r.normalization == "speaker" else [None]
+            for g in both:
+                P = np.zeros((test.size, n_labels))
+                P[:, model.classes_] = model.predict_proba(X[test], g, calibrated=False)
+                P[:, ~keep] = 0.0
+                P = P[scored]
+                probas.append(P / np.clip(P.sum(axis=1, keepdims=True), 1e-12, None))
+                truths.append(y[test][scored])
+        return fit_temperature(np.vstack(probas), np.concatenate(truths))
+    alpha = float(r.mlp_params()["alpha"])
     for name in names:
         test = np.flatnonzero(corpora == name)
         train = np.flatnonzero(corpora != name)
@@ -573,6 +649,8 @@ class RecipeModel:
         w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         calibrating = r.calibrate if calibrate is None else calibrate
         by_corpus = calibrating and r.calibrate_on == "corpora"
+        if r.members:
+            return self._fit_pool(X, y, groups, extra, w, corpora, by_corpus)
         if r.balance != "none" or by_corpus:
             if corpora is None or len(corpora) != y.size:
                 raise ValueError(f"RecipeModel.fit: this recipe needs the corpus of each of the {y.size} rows")
@@ -605,6 +683,55 @@ class RecipeModel:
         self.overrides_ = overrides
         self.classes_ = np.asarray(pipe.classes_)
         self.n_iter_ = int(mlp.n_iter_)
+        return self
+
+    def _fit_pool(
+        self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, extra: Mapping[str, np.ndarray],
+        w: np.ndarray | None, corpora: Sequence[str] | np.ndarray | None, calibrating: bool,
+    ) -> RecipeModel:  # fmt: skip
+        """:meth:`fit` for a recipe with members (see :attr:`Recipe.members`)."""
+        from sklearn.pipeline import Pipeline
+
+        from .ensemble import LogOpinionPool
+
+        r = self.recipe
+        if corpora is None or len(corpora) != y.size:
+            raise ValueError(f"RecipeModel.fit: a pool needs the corpus of each of the {y.size} rows")
+        corpora = np.asarray([str(c).lower() for c in corpora])
+        temperature = _corpus_temperature(r, X, y, groups, corpora, extra, w) if calibrating else 1.0
+        everything = np.arange(y.size)
+        Xtr, rows, _, nz = normalise_split(X, groups, everything, everything[:0], r.normalization, r.min_clips,
+                                           extra or None)  # fmt: skip
+        # The source of each stacked row, in normalise_split's order: the clean rows, then each degraded copy.
+        sources = np.concatenate([np.full(y.size, "clean", dtype=object)]
+                                 + [np.full(int(np.isfinite(A).all(axis=1).sum()), c, dtype=object)
+                                    for c, A in extra.items()])  # fmt: skip
+        pipes, iters, converged = [], [], True
+        for member in r.members:
+            clips = np.isin(corpora, member.corpora) if member.corpora else np.ones(y.size, dtype=bool)
+            if not clips.any():
+                continue  # e.g. a leave-one-corpus-out fold without this member's corpus
+            mw = np.zeros(y.size)
+            mw[clips] = member.sample_weight(corpora[clips], y[clips]) if member.balance != "none" else 1.0
+            if w is not None:
+                mw *= w
+            take = clips[rows] & np.isin(sources, ["clean", *member.augment])
+            pipe = build_pipeline(member.preset, scaler=member.scaler, random_state=member.seed, overrides=member.mlp)
+            converged &= fit_pipeline(pipe, Xtr[take], y[rows[take]], sample_weight=mw[rows[take]])
+            mlp = pipe.named_steps["mlp"]
+            if hasattr(mlp, "_optimizer"):
+                del mlp._optimizer
+            pipes.append(pipe)
+            iters.append(int(mlp.n_iter_))
+        if not pipes:
+            raise ValueError("RecipeModel.fit: no member of the pool has a training clip")
+        self.pipeline_ = Pipeline([("pool", LogOpinionPool(pipes))])
+        self.normalizer_ = nz
+        self.temperature_ = float(temperature)
+        self.overrides_ = dict(r.mlp)
+        self.classes_ = np.asarray(self.pipeline_.classes_)
+        self.n_iter_ = max(iters)
+        self.converged_ = bool(converged)
         return self
 
     def _check_fitted(self) -> None:

@@ -36,7 +36,7 @@ def test_recipe_corpora_codec_and_balance_round_trip_and_validate() -> None:
     r = Recipe(corpora=("RAVDESS", "nemo", "emotiontts", "nemo"), codec="opus32k", balance="corpus")
     assert r.corpora == ("emotiontts", "nemo", "ravdess")  # a sorted set of lower-case names
     d = json.loads(json.dumps(r.to_dict()))
-    assert d["version"] == 2 and d["corpora"] == ["emotiontts", "nemo", "ravdess"] and d["codec"] == "opus32k"
+    assert d["version"] == 3 and d["corpora"] == ["emotiontts", "nemo", "ravdess"] and d["codec"] == "opus32k"
     assert Recipe.from_dict(d) == r and hash(Recipe.from_dict(d)) == hash(r)
     assert "codec history opus32k" in r.describe() and "balance corpus" in r.describe()
     # A version-1 layout (no such keys) is the single-corpus recipe of before.
