@@ -38,6 +38,7 @@ from bot.client import SERBot
 from bot.cogs.emotion.limits import CooldownError, ReplyPacer, UserCooldown
 from bot.config import DEFAULT_MODEL_PATH, Settings
 from bot.discord_api import restore_defaults
+from tests._consent import allow_analysis
 from tests.fake_discord import FakeDiscord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +179,7 @@ async def running_bot(fake: FakeDiscord, data_dir: Path, registry_dir: Path, **o
         assert ready in done, "the bot did not become ready within 90 s"
         if client.get_cog("Feedback") is not None:  # the cog only: unloading the extension would purge its modules
             await client.remove_cog("Feedback")
+        await allow_analysis(client, fake.guild_id)  # consent first: off until a manager turns it on
         yield client
     finally:
         ready.cancel()
