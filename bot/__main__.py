@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -129,6 +130,21 @@ def _warn_unknown_variables() -> None:
     for name, suggestion in unknown_ser_variables(os.environ, dotenv):
         hint = f"; did you mean {suggestion}?" if suggestion else ""
         log.warning("unknown setting %s is ignored%s", name, hint)
+
+
+def _caches_under(data_dir: Path) -> None:
+    """Point the libraries' own caches into ``DATA_DIR/cache`` unless the environment chose a place.
+
+    Everything the bot writes lives under ``DATA_DIR``. onnxruntime keeps a
+    telemetry id in ``$XDG_CACHE_HOME`` (else ``~/.cache``) and, when it
+    cannot, prints a warning straight to stderr from C++ at import (breaking
+    ``LOG_FORMAT=json``); matplotlib keeps its font cache in ``MPLCONFIGDIR``.
+    A service user's home is often not writable. Set before the worker
+    processes start (they inherit both variables).
+    """
+    cache = data_dir.resolve() / "cache"
+    os.environ.setdefault("XDG_CACHE_HOME", str(cache))
+    os.environ.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
 
 
 def _check(settings: Settings, lifecycle: LifecycleSettings, *, migrate: bool) -> int:
@@ -282,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         _say(problem)
         return EXIT_CONFIG
+    _caches_under(settings.data_dir)
 
     if settings.ser_worker_mode == "process":
         # The worker processes' forkserver imports the engine while this process goes on.

@@ -57,11 +57,9 @@ def _live_workers(bot: SERBot) -> int:
 
 
 def _gateway_connected(bot: SERBot) -> bool:
+    """READY received, not closed, and the gateway websocket open (the first heartbeat may not be answered yet)."""
     ws = getattr(bot, "ws", None)
-    return bool(
-        bot.is_ready() and not bot.is_closed() and ws is not None and getattr(ws, "open", False)
-        and math.isfinite(bot.latency)
-    )  # fmt: skip
+    return bool(bot.is_ready() and not bot.is_closed() and ws is not None and getattr(ws, "open", False))
 
 
 def health_status(bot: SERBot) -> dict[str, Any]:
