@@ -315,10 +315,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ser_engine.errors import ModelError, SERError
 
+    from .health import HealthPortError
+
     try:
         asyncio.run(_run(settings, lifecycle))
     except KeyboardInterrupt:
         return EXIT_OK
+    except HealthPortError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
     except discord.LoginFailure:
         log.error("Discord refused DISCORD_TOKEN; copy the bot token again from the developer portal")
         return EXIT_FAILURE

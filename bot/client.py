@@ -173,18 +173,14 @@ class SERBot(commands.Bot):
 
         Raises
         ------
-        SystemExit
-            With code 2 (a configuration error) when the port cannot be bound.
+        bot.health.HealthPortError
+            The port cannot be bound (``ser-bot`` then exits with code 2).
         """
         from .health import HealthServer
 
         s = self.settings
         server = HealthServer(self, s.ser_http_host, s.ser_http_port or 0)
-        try:
-            await server.start()
-        except OSError as exc:
-            log.error("SER_HTTP_PORT: cannot listen on %s:%s (%s)", s.ser_http_host, s.ser_http_port, exc.strerror)
-            raise SystemExit(2) from None
+        await server.start()
         self.health = server
 
     async def on_voice_note_processed(self, outcome: Any) -> None:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .client import SERBot
 
-__all__ = ["BotMetrics", "HealthServer", "health_status", "ANALYSIS_BUCKETS_S"]
+__all__ = ["BotMetrics", "HealthServer", "HealthPortError", "health_status", "ANALYSIS_BUCKETS_S"]
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,10 @@ class BotMetrics:
         return generate_latest(self.registry)
 
 
+class HealthPortError(Exception):
+    """``SER_HTTP_PORT`` cannot be listened on (in use, or not allowed); ``str()`` is one line naming it."""
+
+
 class HealthServer:
     """The aiohttp server of ``/healthz``, ``/readyz`` and ``/metrics``, in the bot's event loop.
 
@@ -190,7 +194,7 @@ class HealthServer:
 
         Raises
         ------
-        OSError
+        HealthPortError
             The port cannot be bound (in use, or not allowed).
         """
         from aiohttp import web
@@ -202,7 +206,11 @@ class HealthServer:
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.close()
+            raise HealthPortError(f"SER_HTTP_PORT: cannot listen on {self.host}:{self.port} ({exc.strerror})") from None
         sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - aiohttp exposes no bound port
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
