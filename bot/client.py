@@ -96,6 +96,8 @@ class SERBot(commands.Bot):
     health : HealthServer or None
         The ``/healthz``, ``/readyz`` and ``/metrics`` server, started in
         :meth:`setup_hook` when ``SER_HTTP_PORT`` is set.
+    setup_done : bool
+        Whether :meth:`setup_hook` finished (model, store, cogs, commands); part of ``/readyz``.
     """
 
     def __init__(self, settings: Settings, *, lifecycle: LifecycleSettings | None = None, **options: Any) -> None:
