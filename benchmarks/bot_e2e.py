@@ -222,6 +222,11 @@ async def _main(
         fake.requests = _TimedRequests()
         with tempfile.TemporaryDirectory(prefix="ser-bench-bot-") as tmp:
             log_path = Path(tmp) / "bot.log"
+            from tests._consent import allow_analysis_in
+
+            # Automatic analysis is off in a server until a manager turns it on (issue 14): turn it on in the
+            # default SQLite database of the bot's working directory, before it starts.
+            await allow_analysis_in(Path(tmp) / "data", fake.guild_id)
             with open(log_path, "wb") as log_file:
                 t_spawn = time.perf_counter()
                 proc = await asyncio.create_subprocess_exec(

@@ -10,10 +10,15 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from .config import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cogs.admin.settings import LifecycleSettings
 
 __all__ = ["main"]
 
@@ -61,6 +66,29 @@ def _limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
         return False
 
 
+def _log_format() -> str:
+    """``LOG_FORMAT`` from the environment or ``.env``, read before the settings (so their errors use it)."""
+    value = os.environ.get("LOG_FORMAT")
+    if value is None:
+        try:
+            from dotenv import dotenv_values
+
+            value = dotenv_values(".env").get("LOG_FORMAT")
+        except Exception:  # no .env, unreadable, or python-dotenv missing: the default
+            value = None
+    return "json" if (value or "").strip().lower() == "json" else "text"
+
+
+def _say(line: str, *, level: str = "ERROR") -> None:
+    """One start-up line on stderr: ``ser-bot: ...``, or a JSON object with ``LOG_FORMAT=json``."""
+    if _log_format() == "json":
+        from .logging_setup import emit_json_line
+
+        emit_json_line(line, level=level)
+    else:
+        print(f"ser-bot: {line}", file=sys.stderr)
+
+
 def _load_settings() -> Settings | None:
     """Read the settings; print a helpful message (never a value) and return ``None`` if invalid."""
     try:
@@ -68,12 +96,68 @@ def _load_settings() -> Settings | None:
     except ValidationError as exc:
         problems = exc.errors(include_input=False, include_url=False)
         if any(err["loc"] == ("discord_token",) for err in problems):
-            print(f"ser-bot: {MISSING_TOKEN}", file=sys.stderr)
+            _say(MISSING_TOKEN)
         others = [err for err in problems if err["loc"] != ("discord_token",)]
         for err in others:
             name = "_".join(str(part) for part in err["loc"]).upper()
-            print(f"ser-bot: invalid {name}: {err['msg']}", file=sys.stderr)
+            _say(f"invalid {name}: {err['msg']}")
         return None
+
+
+def _load_lifecycle() -> LifecycleSettings | None:
+    """The model life cycle's settings (``SER_REGISTRY_DIR`` ...), or ``None`` after printing why not."""
+    from .cogs.admin.settings import LifecycleSettings
+
+    try:
+        return LifecycleSettings()
+    except ValidationError as exc:
+        for err in exc.errors(include_input=False, include_url=False):
+            name = "_".join(str(part) for part in err["loc"]).upper()
+            _say(f"invalid {name}: {err['msg']}")
+        return None
+
+
+def _warn_unknown_variables() -> None:
+    """Log a warning for each ``SER_*`` variable (environment or ``.env``) that nothing reads."""
+    from .preflight import unknown_ser_variables
+
+    try:
+        from dotenv import dotenv_values
+
+        dotenv = list(dotenv_values(".env"))
+    except Exception:
+        dotenv = []
+    for name, suggestion in unknown_ser_variables(os.environ, dotenv):
+        hint = f"; did you mean {suggestion}?" if suggestion else ""
+        log.warning("unknown setting %s is ignored%s", name, hint)
+
+
+def _caches_under(data_dir: Path) -> None:
+    """Point the libraries' own caches into ``DATA_DIR/cache`` unless the environment chose a place.
+
+    Everything the bot writes lives under ``DATA_DIR``. onnxruntime keeps a
+    telemetry id in ``$XDG_CACHE_HOME`` (else ``~/.cache``) and, when it
+    cannot, prints a warning straight to stderr from C++ at import (breaking
+    ``LOG_FORMAT=json``); matplotlib keeps its font cache in ``MPLCONFIGDIR``.
+    A service user's home is often not writable. Set before the worker
+    processes start (they inherit both variables).
+    """
+    cache = data_dir.resolve() / "cache"
+    os.environ.setdefault("XDG_CACHE_HOME", str(cache))
+    os.environ.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
+
+
+def _check(settings: Settings, lifecycle: LifecycleSettings, *, migrate: bool) -> int:
+    """``ser-bot --check``: print one line per check; 0 if all pass, else 2 (or 3 for the model alone)."""
+    from .preflight import run_checks
+
+    results = run_checks(settings, lifecycle, model_problem=_model_problem, migrate=migrate)
+    for r in results:
+        print(f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}")
+    failed = [r for r in results if not r.ok]
+    if not failed:
+        return EXIT_OK
+    return EXIT_MODEL if all(r.exit_code == EXIT_MODEL for r in failed) else EXIT_CONFIG
 
 
 def _model_problem(settings: Settings) -> str | None:
@@ -115,7 +199,7 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-async def _run(settings: Settings) -> None:
+async def _run(settings: Settings, lifecycle: LifecycleSettings | None = None) -> None:
     """Start the bot and run until Discord closes the connection or SIGINT/SIGTERM arrives.
 
     After the first signal the bot closes (:meth:`bot.client.SERBot.close`)
@@ -124,7 +208,7 @@ async def _run(settings: Settings) -> None:
     """
     from .client import SERBot
 
-    bot = SERBot(settings)
+    bot = SERBot(settings, lifecycle=lifecycle)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -165,30 +249,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     Parameters
     ----------
     argv : sequence of str, optional
-        Command-line arguments (only ``--help``); configuration comes from the
-        environment and ``.env``.
+        Command-line arguments (``--check``, ``--migrate``, ``--version``);
+        configuration comes from the environment and ``.env``.
 
     Returns
     -------
     int
-        0 after a clean shutdown, 1 if the bot could not start or run,
-        2 if the configuration is missing or invalid, 3 if the model bundle
-        (``SER_MODEL_PATH``) is missing, altered or incompatible -- checked
-        before connecting to Discord.
+        0 after a clean shutdown (or ``--check`` passed), 1 if the bot could
+        not start or run, 2 if the configuration is missing or invalid or a
+        data folder (``DATA_DIR`` ...) cannot be written (or, for ``--check``,
+        the database is unreachable or not migrated), 3 if the model bundle
+        (``SER_MODEL_PATH``) is missing, altered or incompatible -- all
+        checked before connecting to Discord.
     """
-    argparse.ArgumentParser(
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
         prog="ser-bot",
         description="Discord bot that detects the emotion in voice notes. "
         "Configure it with environment variables or a .env file (see .env.example).",
-    ).parse_args(argv)
+    )
+    parser.add_argument("--check", action="store_true",
+                        help="validate the settings, the data folders, the database and the model, then exit "
+                             "(0 all good, 2 settings/folders/database, 3 model) without connecting to Discord")
+    parser.add_argument("--migrate", action="store_true",
+                        help="with --check: migrate the database to the newest schema first")
+    parser.add_argument("--version", action="version", version=f"ser-bot {__version__}")
+    args = parser.parse_args(argv)  # fmt: skip
+    if args.migrate and not args.check:
+        parser.error("--migrate only works with --check")
     _limit_malloc_arenas()
     settings = _load_settings()
-    if settings is None:
+    lifecycle = _load_lifecycle()
+    if settings is None or lifecycle is None:
         return EXIT_CONFIG
 
     from .logging_setup import configure_logging
 
-    configure_logging(settings.log_level, secrets=[settings.discord_token.get_secret_value()])
+    configure_logging(settings.log_level, secrets=[settings.discord_token.get_secret_value()],
+                      fmt=settings.log_format)  # fmt: skip
+    if args.check:
+        return _check(settings, lifecycle, migrate=args.migrate)
+    _warn_unknown_variables()
+
+    from .preflight import first_unwritable
+
+    problem = first_unwritable(settings, lifecycle)
+    if problem is not None:
+        _say(problem)
+        return EXIT_CONFIG
+    _caches_under(settings.data_dir)
 
     if settings.ser_worker_mode == "process":
         # The worker processes' forkserver imports the engine while this process goes on.
@@ -198,17 +308,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     problem = _model_problem(settings)
     if problem is not None:
-        print(f"ser-bot: cannot load the model: {problem}", file=sys.stderr)
+        _say(f"cannot load the model: {problem}")
         return EXIT_MODEL
 
     import discord
 
     from ser_engine.errors import ModelError, SERError
 
+    from .health import HealthPortError
+
     try:
-        asyncio.run(_run(settings))
+        asyncio.run(_run(settings, lifecycle))
     except KeyboardInterrupt:
         return EXIT_OK
+    except HealthPortError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
     except discord.LoginFailure:
         log.error("Discord refused DISCORD_TOKEN; copy the bot token again from the developer portal")
         return EXIT_FAILURE

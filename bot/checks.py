@@ -25,9 +25,10 @@ so these checks are the guard.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 from discord import app_commands
@@ -46,6 +47,7 @@ __all__ = [
     "moderator",
     "server_manager",
     "operator",
+    "may_use",
     "MODERATOR_PERMISSIONS",
 ]
 
@@ -224,7 +226,61 @@ def operator() -> Callable[[T], T]:
         # Cheapest first: the Discord request behind is_owner only for members who are neither.
         if _is_admin_server_manager(interaction) or await is_bot_owner(interaction):
             return True
-        log.warning("user %s (server %s) was refused an operator command", interaction.user.id, interaction.guild_id)
+        if not _PROBING.get():  # /help asking is not an attempt
+            log.warning("user %s (server %s) was refused an operator command", interaction.user.id,
+                        interaction.guild_id)  # fmt: skip
         raise NotOperator()
 
     return app_commands.check(predicate)
+
+
+#: True while :func:`may_use` evaluates checks for ``/help`` (no refusal is logged then).
+_PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("ser_checks_probing", default=False)
+
+
+async def may_use(command: Any, interaction: discord.Interaction) -> bool:
+    """Whether the user of ``interaction`` may run ``command`` where the interaction happens (for ``/help``).
+
+    The same rules the command itself applies, nothing run: not in a direct
+    message when the command (or its group) is server-only; the command's
+    ``default_permissions`` held server-wide (Administrator holds all); and
+    every check of its parent groups and of the command passes (the decorators
+    of this module and any other :func:`discord.app_commands.check`).
+
+    Parameters
+    ----------
+    command : discord.app_commands.Command or discord.app_commands.ContextMenu
+        A leaf command (a subcommand, not a group).
+    interaction : discord.Interaction
+        The interaction asking.
+
+    Returns
+    -------
+    bool
+        False when any rule refuses.
+    """
+    chain: list[Any] = []
+    node: Any = command
+    while node is not None:
+        chain.append(node)
+        node = getattr(node, "parent", None)
+    root = chain[-1]
+    if interaction.guild_id is None and getattr(root, "guild_only", False):
+        return False
+    needed = getattr(root, "default_permissions", None)
+    if needed is not None and interaction.guild_id is not None and needed.value:
+        held = server_permissions(interaction)
+        if not (held.administrator or held >= needed):
+            return False
+    token = _PROBING.set(True)
+    try:
+        for item in reversed(chain):
+            for check in getattr(item, "checks", []):
+                try:
+                    if not await discord.utils.maybe_coroutine(check, interaction):
+                        return False
+                except app_commands.AppCommandError:
+                    return False
+    finally:
+        _PROBING.reset(token)
+    return True

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ser_engine.service import EmotionService
 
     from .cogs.admin.settings import LifecycleSettings
+    from .health import HealthServer
     from .storage import GuildSettings, Store
 
 __all__ = ["SERBot", "INTENTS", "REQUIRED_PERMISSIONS", "EXTENSIONS", "invite_url"]
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 #: Cog packages loaded at start-up (Red-DiscordBot style: each has ``async def setup(bot)``).
 EXTENSIONS: tuple[str, ...] = (
     "bot.cogs.emotion", "bot.cogs.insights", "bot.cogs.settings", "bot.cogs.privacy", "bot.cogs.admin",
-    "bot.cogs.feedback",
+    "bot.cogs.feedback", "bot.cogs.help",
 )
 
 
@@ -90,6 +91,13 @@ class SERBot(commands.Bot):
     known_settings : dict of int to GuildSettings
         Last settings read or written per guild, used while the database is
         unavailable.
+    metrics : BotMetrics
+        Prometheus metrics (:mod:`bot.health`), counted whether or not they are served.
+    health : HealthServer or None
+        The ``/healthz``, ``/readyz`` and ``/metrics`` server, started in
+        :meth:`setup_hook` when ``SER_HTTP_PORT`` is set.
+    setup_done : bool
+        Whether :meth:`setup_hook` finished (model, store, cogs, commands); part of ``/readyz``.
     """
 
     def __init__(self, settings: Settings, *, lifecycle: LifecycleSettings | None = None, **options: Any) -> None:
@@ -110,6 +118,11 @@ class SERBot(commands.Bot):
         self.service: EmotionService | None = None
         self.store: Store | None = None
         self.known_settings: dict[int, GuildSettings] = {}
+        from .health import BotMetrics
+
+        self.metrics = BotMetrics(self)
+        self.health: HealthServer | None = None
+        self.setup_done = False  # set at the end of setup_hook (for /readyz)
 
     # ------------------------------------------------------------ lifecycle
     async def login(self, token: str) -> None:
@@ -140,6 +153,8 @@ class SERBot(commands.Bot):
         from ser_engine.service import EmotionService
 
         s = self.settings
+        if s.ser_http_port is not None:  # first: /healthz says 503 while the model loads
+            await self.start_health_server()
         limits = AudioLimits(max_bytes=s.ser_max_bytes, max_duration_s=s.ser_max_duration_s)
         log.info("loading model %s", s.ser_model_path)
         predictor = await asyncio.to_thread(Predictor.load, s.ser_model_path, limits=limits)
@@ -153,6 +168,26 @@ class SERBot(commands.Bot):
             await self.load_extension(extension)
         if s.sync_commands:
             await self.sync_app_commands()
+        self.setup_done = True
+
+    async def start_health_server(self) -> None:
+        """Serve ``/healthz``, ``/readyz`` and ``/metrics`` on ``SER_HTTP_HOST:SER_HTTP_PORT`` (:mod:`bot.health`).
+
+        Raises
+        ------
+        bot.health.HealthPortError
+            The port cannot be bound (``ser-bot`` then exits with code 2).
+        """
+        from .health import HealthServer
+
+        s = self.settings
+        server = HealthServer(self, s.ser_http_host, s.ser_http_port or 0)
+        await server.start()
+        self.health = server
+
+    async def on_voice_note_processed(self, outcome: Any) -> None:
+        """Count every voice note's outcome in :attr:`metrics`."""
+        self.metrics.count_outcome(outcome)
 
     async def open_store(self) -> None:
         """Create :attr:`store` from ``DATABASE_URL`` (or ``DATA_DIR/ser.db``) and migrate it.
@@ -272,5 +307,10 @@ class SERBot(commands.Bot):
                         await service.close()
                 finally:
                     store, self.store = self.store, None
-                    if store is not None:
-                        await store.close()
+                    try:
+                        if store is not None:
+                            await store.close()
+                    finally:
+                        health, self.health = self.health, None
+                        if health is not None:
+                            await health.close()

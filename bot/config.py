@@ -109,6 +109,19 @@ class Settings(BaseSettings):
         first sweep runs at start-up).
     log_level : str
         ``LOG_LEVEL``: DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO).
+    ser_privacy_url : str
+        ``SER_PRIVACY_URL``: where the full privacy text is published; ``/help``
+        links it (default empty: ``/help`` summarises it and names ``/privacy``).
+    log_format : {"text", "json"}
+        ``LOG_FORMAT``: ``json`` writes every log line as one JSON object
+        (see :mod:`bot.logging_setup`); default ``text``.
+    ser_http_port : int or None
+        ``SER_HTTP_PORT``: serve ``/healthz``, ``/readyz`` and ``/metrics`` on
+        this TCP port (see :mod:`bot.health`); unset or empty: no HTTP server;
+        0: any free port (tests).
+    ser_http_host : str
+        ``SER_HTTP_HOST``: address that server listens on (default ``127.0.0.1``;
+        the Docker image sets ``0.0.0.0``).
     """
 
     model_config = SettingsConfigDict(
@@ -142,6 +155,20 @@ class Settings(BaseSettings):
     data_dir: Path = DEFAULT_DATA_DIR
     retention_sweep_minutes: float = Field(60.0, ge=1.0, le=1440.0)
     log_level: str = "INFO"
+    ser_privacy_url: str = ""
+    log_format: Literal["text", "json"] = "text"
+    ser_http_port: int | None = Field(None, ge=0, le=65535)
+    ser_http_host: str = "127.0.0.1"
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("ser_http_port", mode="before")
+    @classmethod
+    def _blank_port_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("discord_token")
     @classmethod

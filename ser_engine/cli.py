@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     argparse.ArgumentParser
     """
     parser = argparse.ArgumentParser(prog="ser", description="Speech emotion recognition (ser_engine).")
+    parser.add_argument("--version", action="version", version=f"ser {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,train,evaluate,explore,models}")
 
     p = sub.add_parser("predict", help="classify audio files", description="Print the emotion of each audio file.")
@@ -620,6 +621,13 @@ def _models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     version, _ = registry.rollback()
     print(f"rolled back: v{version} is now active", file=out)
     return 0
+
+
+def _version() -> str:
+    """The package's version (``ser_engine.__version__``, the same as ``pyproject.toml``'s)."""
+    from . import __version__
+
+    return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from bot.config import DEFAULT_MODEL_PATH, Settings
 from bot.discord_api import restore_defaults
 from ser_engine.predict import Predictor
 from ser_engine.registry import ModelRegistry
+from tests._consent import allow_analysis
 from tests.fake_discord import FakeDiscord
 from tests.fake_discord import payloads as p
 
@@ -83,6 +84,7 @@ async def run_bot(fake: FakeDiscord, settings: Settings, lifecycle: LifecycleSet
         if runner in done:
             runner.result()
         assert ready in done
+        await allow_analysis(client, fake.guild_id)  # consent first: off until a manager turns it on
         yield client
     finally:
         ready.cancel()

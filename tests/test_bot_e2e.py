@@ -24,6 +24,7 @@ import pytest_asyncio
 from bot.client import INTENTS, SERBot
 from bot.config import Settings
 from bot.discord_api import restore_defaults
+from tests._consent import allow_analysis, allow_analysis_in
 from tests.fake_discord import FakeDiscord, RecordedRequest
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -92,6 +93,7 @@ async def bot(fake: FakeDiscord, model_path: Path, tmp_path_factory: pytest.Temp
         if runner in done:
             runner.result()  # start-up failed: raise its error
         assert ready in done, "the bot did not become ready within 90 s"
+        await allow_analysis(client, fake.guild_id)  # consent first: off until a manager turns it on
         yield client
     finally:
         ready.cancel()
@@ -772,6 +774,7 @@ async def test_python_m_bot_answers_a_voice_note_and_stops_cleanly_on_sigterm(
 ) -> None:
     async with FakeDiscord(token="MTA5.proc." + secrets.token_urlsafe(24)) as fake:
         env = bot_env(fake, fake.token, SER_MODEL_PATH=str(model_path), SER_WORKERS="1", LOG_LEVEL="DEBUG")
+        await allow_analysis_in(tmp_path / "data", fake.guild_id)  # the default DATA_DIR; consent first
         log_path = tmp_path / "bot.log"
         with open(log_path, "wb") as log:
             proc = await asyncio.create_subprocess_exec(

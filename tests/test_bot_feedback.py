@@ -30,6 +30,7 @@ from bot.config import Settings
 from bot.discord_api import restore_defaults
 from bot.storage import Store, sqlite_url
 from bot.storage.models import Feedback
+from tests._consent import allow_analysis
 from tests.fake_discord import FakeDiscord, RecordedRequest
 from tests.fake_discord import payloads as p
 from tests.fake_discord.server import API_PREFIX, _error, _json
@@ -205,6 +206,7 @@ async def bot(world: FakeDiscord, store: Store, database_url: str, model_path: P
         if runner in done:
             runner.result()
         assert ready in done, "the bot did not become ready within 90 s"
+        await allow_analysis(client, fake.guild_id)  # consent first: off until a manager turns it on
         yield client
     finally:
         ready.cancel()

@@ -38,6 +38,7 @@ from bot.client import SERBot
 from bot.cogs.emotion.limits import CooldownError, ReplyPacer, UserCooldown
 from bot.config import DEFAULT_MODEL_PATH, Settings
 from bot.discord_api import restore_defaults
+from tests._consent import allow_analysis, allow_analysis_in
 from tests.fake_discord import FakeDiscord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +179,7 @@ async def running_bot(fake: FakeDiscord, data_dir: Path, registry_dir: Path, **o
         assert ready in done, "the bot did not become ready within 90 s"
         if client.get_cog("Feedback") is not None:  # the cog only: unloading the extension would purge its modules
             await client.remove_cog("Feedback")
+        await allow_analysis(client, fake.guild_id)  # consent first: off until a manager turns it on
         yield client
     finally:
         ready.cancel()
@@ -486,6 +488,7 @@ async def test_python_m_bot_survives_a_burst_of_200_notes_in_one_channel_and_sto
             SER_MODEL_PATH=str(model_file()), LOG_LEVEL="INFO", DATA_DIR=str(tmp_path / "data"),
             SER_REGISTRY_DIR=str(tmp_path / "registry"),
         )  # fmt: skip  -- every flood-control setting at its default, as a new user runs it
+        await allow_analysis_in(tmp_path / "data", fake.guild_id)  # consent first: a manager turned it on
         defaults = Settings(_env_file=None, discord_token="x")
         reply_bound_s = 2 * defaults.ser_request_timeout_s + 10  # analysis, then the reply's wait, then slack
         log_path = tmp_path / "bot.log"

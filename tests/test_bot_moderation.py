@@ -39,6 +39,7 @@ from bot.discord_api import restore_defaults
 from bot.storage import Store, StoreUnavailableError, sqlite_url
 from bot.storage.models import AlertLog, Analysis
 from tests._storage_db import pg_admin_fixture, require_pg  # noqa: F401 (pg_admin fixture)
+from tests._consent import allow_analysis
 from tests.fake_discord import FakeDiscord, RecordedRequest
 from tests.fake_discord import payloads as p
 
@@ -269,6 +270,7 @@ async def bot(world: World, seeded: dict[str, int], database_url: str, model_pat
         if runner in done:
             runner.result()
         assert ready in done, "the bot did not become ready within 90 s"
+        await allow_analysis(client, fake.guild_id)  # consent first: off until a manager turns it on
         yield client
     finally:
         ready.cancel()
@@ -721,7 +723,9 @@ async def test_with_an_unreachable_database_notes_are_not_answered_in_public_and
     assert code == 0, output[-3000:]
     assert "Traceback" not in output and "secret-pw" not in output and fake.token not in output
     assert "database is unavailable" in output
-    assert not (tmp_path / "data").exists()  # DATABASE_URL given: no SQLite file on the side
+    # DATABASE_URL given: no SQLite file on the side (DATA_DIR itself is checked writable at start: it holds the
+    # feature cache)
+    assert not list((tmp_path / "data").glob("*.db"))
 
 
 # ------------------------------------- servers left while the bot was offline

@@ -330,13 +330,15 @@ async def test_purge_respects_each_guilds_retention(store):
 async def test_guild_settings_defaults_partial_updates_and_validation(store):
     s = await store.get_guild_settings(G1)
     assert s == GuildSettings(G1)
-    assert s.retention_days == 30 and s.reply_mode == "reply" and s.auto_analyse
+    assert s.retention_days == 30 and s.reply_mode == "reply" and not s.auto_analyse  # consent first: off
     s = await store.update_guild_settings(G1, reply_mode="dm", denied_channels=[C[1]], allowed_channels=[C[0], C[1]])
     assert s.reply_mode == "dm" and s.denied_channels == {C[1]} and s.allowed_channels == {C[0], C[1]}
     s = await store.update_guild_settings(G1, alert_threshold=0.5, modlog_channel_id=UNSET)
     assert s.reply_mode == "dm" and s.alert_threshold == 0.5 and s.denied_channels == {C[1]}
     assert await store.get_guild_settings(G1) == s
     assert await store.get_guild_settings(G2) == GuildSettings(G2)
+    assert not any(s.analyses_channel(c) for c in C[:3])  # lists set, but analysis is still off (consent first)
+    s = await store.update_guild_settings(G1, auto_analyse=True)
     assert s.analyses_channel(C[0]) and not s.analyses_channel(C[1]) and not s.analyses_channel(C[2])
     assert s.analyses_channel(C[5], parent_id=C[0]) and not s.analyses_channel(C[0], parent_id=C[1])
     for bad in ({"reply_mode": "shout"}, {"alert_threshold": 1.5}, {"retention_days": 0},

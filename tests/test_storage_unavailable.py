@@ -123,6 +123,7 @@ async def test_bot_fails_closed_while_the_database_was_never_reachable_then_reco
     from bot.cogs.emotion.cog import PRIVACY_UNKNOWN, VOICE_NOTE_EVENT
     from bot.config import Settings
     from bot.discord_api import restore_defaults
+    from tests._consent import allow_analysis
     from tests.fake_discord import FakeDiscord
 
     db_path = tmp_path / "not-mounted-yet" / "ser.db"
@@ -177,6 +178,9 @@ async def test_bot_fails_closed_while_the_database_was_never_reachable_then_reco
 
             db_path.parent.mkdir()  # the database becomes reachable (e.g. a volume is mounted)
             await asyncio.sleep(bot.store.retry_after_s + 0.2)  # the store retries after this
+            msg, attachment, outcome = await note_outcome(fake)  # read now: a new server, analysis off (issue 14)
+            assert (outcome.status, outcome.reason) == ("skipped", "channel_off")
+            await allow_analysis(bot, fake.guild_id)  # a manager turns it on
             mark = fake.mark()
             msg, attachment, outcome = await note_outcome(fake)
             assert outcome.status == "answered" and outcome.stored_id is not None

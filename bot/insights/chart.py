@@ -21,28 +21,20 @@ from datetime import datetime
 
 import numpy as np
 
+from bot.palette import EMOTION_COLOURS as PALETTE_COLOURS
+from bot.palette import colour_hex
+
 from .compute import Bucket, EmotionInsights, order_labels
 
 __all__ = ["EMOTION_COLOURS", "render_share_chart_png", "render_trend_png"]
 
-#: Colour of each RAVDESS emotion (ColorBrewer "Set1"-like hues, grey for
-#: neutral; red/blue/purple keep angry, sad and fearful easy to tell apart).
-EMOTION_COLOURS: dict[str, str] = {
-    "neutral": "#9e9e9e",
-    "calm": "#4daf4a",
-    "happy": "#ffd92f",
-    "sad": "#377eb8",
-    "angry": "#e41a1c",
-    "fearful": "#984ea3",
-    "disgust": "#a6761d",
-    "surprised": "#ff7f00",
-}
-_FALLBACK = ("#66c2a5", "#fc8d62", "#8da0cb", "#e78ac3", "#a6d854", "#e5c494", "#b3b3b3")
+#: Colour of each emotion: the Okabe–Ito palette of :mod:`bot.palette` (the same as the embeds).
+EMOTION_COLOURS: dict[str, str] = PALETTE_COLOURS
 _EMPTY = "#eeeeee"
 
 
 def _colour(label: str, i: int) -> str:
-    return EMOTION_COLOURS.get(label, _FALLBACK[i % len(_FALLBACK)])
+    return colour_hex(label, i)
 
 
 def _tick_labels(starts: Sequence[datetime], bucket: Bucket) -> list[str]:

@@ -160,7 +160,7 @@ class GuildSettingsRow(Base):
     __tablename__ = "guild_settings"
 
     guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    auto_analyse: Mapped[bool] = mapped_column(Boolean, default=True)
+    auto_analyse: Mapped[bool] = mapped_column(Boolean, default=False)  # consent first: off until enabled
     allowed_channels: Mapped[list[int]] = mapped_column(default=list)
     denied_channels: Mapped[list[int]] = mapped_column(default=list)
     reply_mode: Mapped[str] = mapped_column(String(8), default="reply")

@@ -42,7 +42,8 @@ class GuildSettings:
     guild_id : int
         Guild id.
     auto_analyse : bool
-        Analyse voice notes automatically.
+        Analyse voice notes automatically. Off until someone with Manage
+        Server turns it on (``/settings analysis``): consent first.
     allowed_channels : frozenset of int
         If not empty, only these channels (or threads whose parent is one).
     denied_channels : frozenset of int
@@ -62,7 +63,7 @@ class GuildSettings:
     """
 
     guild_id: int
-    auto_analyse: bool = True
+    auto_analyse: bool = False
     allowed_channels: frozenset[int] = frozenset()
     denied_channels: frozenset[int] = frozenset()
     reply_mode: str = "reply"

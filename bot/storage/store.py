@@ -192,6 +192,9 @@ class Store:
         self._migrate_lock = asyncio.Lock()
         self._down_until = 0.0  # time.monotonic() before which calls fail fast
         self._optout_cache: set[int] = set()
+        #: Database errors since the store was made (unreachable, failed statements, failed migrations);
+        #: exported as ``ser_database_errors_total`` by :mod:`bot.health`.
+        self.errors = 0
 
     # ------------------------------------------------------------------ set-up
 
@@ -292,6 +295,11 @@ class Store:
         """Whether the migrations have run in this process."""
         return self._migrated
 
+    @property
+    def available(self) -> bool:
+        """Whether the database was migrated and is not marked down after a failure (no I/O)."""
+        return self._migrated and time.monotonic() >= self._down_until
+
     async def ping(self) -> None:
         """Check that the database answers.
 
@@ -306,6 +314,7 @@ class Store:
     # --------------------------------------------------------------- plumbing
 
     def _unavailable(self, exc: BaseException, what: str) -> StoreUnavailableError:
+        self.errors += 1
         self._down_until = time.monotonic() + self.retry_after_s
         log.warning("database %s unavailable during %s: %s", self.url, what, type(exc).__name__)
         detail = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
@@ -330,6 +339,7 @@ class Store:
             except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
                 if _is_unavailable(exc, self.dialect):
                     raise self._unavailable(exc, "migration") from exc
+                self.errors += 1
                 raise StoreError(f"migration failed: {type(exc).__name__}: {exc}") from exc
             self._optout_cache = set(ids)
             self._migrated = True
@@ -349,6 +359,7 @@ class Store:
             if _is_unavailable(exc, self.dialect):
                 raise self._unavailable(exc, what) from exc
             detail = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+            self.errors += 1
             raise StoreError(f"{what} failed: {type(exc).__name__}: {detail}") from exc
 
     def _insert(self, model: type[Any]) -> Any:

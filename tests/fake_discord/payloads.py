@@ -166,8 +166,13 @@ def guild(
     roles: list[dict[str, Any]],
     channels: list[dict[str, Any]],
     members: list[dict[str, Any]],
+    system_channel_id: str | None = None,
+    preferred_locale: str = "en-US",
 ) -> dict[str, Any]:
-    """A GUILD_CREATE payload (available guild with its channels, roles and members)."""
+    """A GUILD_CREATE payload (available guild with its channels, roles and members).
+
+    ``system_channel_id``: where Discord posts system messages (``None``: the server has none).
+    """
     return {
         "id": guild_id,
         "name": name,
@@ -186,7 +191,8 @@ def guild(
         "stickers": [],
         "features": [],
         "joined_at": _now_iso(),
-        "preferred_locale": "en-US",
+        "preferred_locale": preferred_locale,
+        "system_channel_id": system_channel_id,
         "verification_level": 0,
         "default_message_notifications": 0,
         "explicit_content_filter": 0,

@@ -547,19 +547,26 @@ class FakeDiscord:
         )
         return await self._dispatch_interaction(interaction)
 
-    async def add_guild(self, name: str) -> dict[str, Any]:
+    async def add_guild(
+        self, name: str, *, system_channel: bool = False, overwrites: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         """Add another guild with the bot, an @everyone role and one text channel (GUILD_CREATE when connected).
 
         Its channel is ``guild["channels"][0]``; add members with :meth:`add_guild_member`.
+        ``system_channel``: that channel is the server's system channel (where a joining bot
+        may greet); ``overwrites`` (:func:`payloads.overwrite`) apply to that channel.
         """
         guild_id = p.snowflake()
         everyone = p.role(guild_id, "@everyone", p.MEMBER_PERMISSIONS)
-        channel = p.text_channel(p.snowflake(), guild_id, "general")
+        channel = p.guild_channel(p.snowflake(), guild_id, "general", overwrites=overwrites)
         data = p.guild(guild_id, name, owner_id=self.human["id"], roles=[everyone], channels=[channel],
-                       members=[self.bot_member])  # fmt: skip
+                       members=[self.bot_member],
+                       system_channel_id=channel["id"] if system_channel else None)  # fmt: skip
         self.other_guilds[guild_id] = data
         self.channels[channel["id"]] = channel
-        await self.dispatch("GUILD_CREATE", data)
+        # A server the bot just joined: Discord's GUILD_CREATE then has no ``unavailable`` field
+        # (``false`` marks a known server coming back after an outage: discord.py's on_guild_available).
+        await self.dispatch("GUILD_CREATE", {k: v for k, v in data.items() if k != "unavailable"})
         return data
 
     async def add_guild_member(

@@ -154,7 +154,7 @@ class AdminCog(commands.Cog, name="Admin"):
 
     def __init__(self, bot: SERBot) -> None:
         self.bot = bot
-        self.lifecycle: LifecycleSettings = bot.lifecycle_settings
+        self.lifecycle: LifecycleSettings = bot.lifecycle_settings.under(bot.settings.data_dir)
         self.registry = ModelRegistry(self.lifecycle.ser_registry_dir)
         self.job: RetrainJob | None = None
         #: (mention of who started it, time.monotonic() at the start) while a training is starting or running.

@@ -35,6 +35,7 @@ to the bot by direct message gets a short private refusal.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -67,6 +68,7 @@ __all__ = [
     "AnalysisOffHereError",
     "VOICE_NOTE_EVENT",
     "guild_settings",
+    "refusal_reason",
     "opted_out",
     "user_message_for",
 ]
@@ -77,6 +79,10 @@ CONTEXT_MENU_NAME = "Detect emotion"
 PRIVACY_UNKNOWN = (
     "I can't check privacy settings right now (my database is unavailable), so I didn't analyse this voice "
     "message. Please try again later."
+)
+#: The answer to a direct message from someone who opted out (direct messages are always answered).
+OPTED_OUT_DM = (
+    "You opted out of emotion analysis, so I didn't analyse this voice message. `/privacy optin` turns it back on."
 )
 #: Refusals that wait for a reply slot behind at most one burst of replies, else are dropped.
 REFUSALS: tuple[type[Exception], ...] = (CooldownError, ServiceBusyError, ServiceClosedError)
@@ -116,8 +122,11 @@ class VoiceNoteOutcome:
         ``"channel_off"`` (the server does not analyse this channel),
         ``"no_permission"`` (the bot may not answer there) or
         ``"storage_unavailable"`` (the author's opt-out or the server's
-        settings are unknown: fail closed). A refusal may carry
-        ``"storage_unavailable"`` too (a direct message, refused privately).
+        settings are unknown: fail closed). A refusal carries why it was
+        refused (:func:`refusal_reason`: ``"cooldown"``, ``"service_busy"``,
+        ``"audio_too_large"`` ...; ``"storage_unavailable"`` or ``"opted_out"``
+        for a direct message refused privately), or ``"error"`` for an
+        unexpected failure (answered with an error id).
     prediction : Prediction or None
         The engine's result when answered.
     stored_id : int or None
@@ -139,6 +148,25 @@ class VoiceNoteOutcome:
     stored_id: int | None = None
     alerted: bool = False
     dropped: bool = False
+
+
+def refusal_reason(error: BaseException) -> str:
+    """Why a voice note was refused, for its outcome and the metrics: a short snake_case name.
+
+    Expected refusals (the engine's and the bot's user-facing errors, busy,
+    cool-down, storage outages) are named after their class without the
+    ``Error`` suffix (``AudioTooLargeError`` -> ``"audio_too_large"``);
+    anything else is ``"error"`` (an unexpected failure, answered with an
+    error id).
+    """
+    import re
+
+    from ser_engine.errors import AudioError, ServiceError
+
+    if not isinstance(error, (UserFacingError, AudioError, ServiceError, StoreUnavailableError)):
+        return "error"
+    name = type(error).__name__.removesuffix("Error") or "refused"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 async def guild_settings(bot: SERBot, guild_id: int) -> GuildSettings:
@@ -289,9 +317,13 @@ class EmotionCog(commands.Cog, name="Emotion"):
 
             raise ServiceClosedError()
         feedback: Any = self.bot.get_cog("Feedback")
+        started = time.perf_counter()
         if feedback is not None:
-            return await feedback.analyse(data, speaker_id=speaker_id, learn=learn, ref=ref)
-        return await service.analyse(data)
+            prediction = await feedback.analyse(data, speaker_id=speaker_id, learn=learn, ref=ref)
+        else:
+            prediction = await service.analyse(data)
+        self.bot.metrics.observe_analysis(time.perf_counter() - started)
+        return prediction
 
     def _feedback_hooks(self, speaker_id: int, kind: str, channel_id: int, key: int) -> tuple[Any, Any]:
         """``(feedback cog, its reference for this clip)``, or ``(None, None)`` without the feedback cog."""
@@ -301,6 +333,11 @@ class EmotionCog(commands.Cog, name="Emotion"):
         from ..feedback import FeedbackRef
 
         return feedback, FeedbackRef(speaker_id, kind, channel_id, key)  # type: ignore[arg-type]
+
+    def _unsure_below(self) -> float | None:
+        """The serving model's ``unsure_below`` (quoted in unsure answers), if known."""
+        service = self.bot.service
+        return getattr(service.predictor, "unsure_below", None) if service is not None else None
 
     def _check(self, attachment: discord.Attachment) -> None:
         s = self.bot.settings
@@ -323,7 +360,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
             outcome = await self._handle_voice_note(message, attachments[0])
         except Exception:  # never let one note take the listener down
             log.exception("voice message %s: unexpected failure", message.id)
-            outcome = VoiceNoteOutcome(message.id, "refused")
+            outcome = VoiceNoteOutcome(message.id, "refused", "error")
         self.bot.dispatch(VOICE_NOTE_EVENT, outcome)
 
     async def _handle_voice_note(self, message: discord.Message, attachment: discord.Attachment) -> VoiceNoteOutcome:
@@ -331,6 +368,9 @@ class EmotionCog(commands.Cog, name="Emotion"):
         try:
             if await opted_out(self.bot, message.author.id):
                 log.debug("voice message %s: the author opted out", message.id)
+                if message.guild is None:  # a direct message is always answered, without analysing it
+                    sent = await self._send(message, by_dm=False, text=OPTED_OUT_DM, refusal=True)
+                    return VoiceNoteOutcome(message.id, "refused", "opted_out", dropped=not sent)
                 return VoiceNoteOutcome(message.id, "skipped", "opted_out")
             if message.guild is not None:
                 settings = await guild_settings(self.bot, message.guild.id)
@@ -373,12 +413,15 @@ class EmotionCog(commands.Cog, name="Emotion"):
         except Exception as exc:  # every failure becomes a short answer
             text = user_message_for(exc, where=f"voice message {message.id}")
             sent = await self._send(message, by_dm=by_dm, text=text, refusal=isinstance(exc, REFUSALS))
-            return VoiceNoteOutcome(message.id, "refused", dropped=not sent)
+            return VoiceNoteOutcome(message.id, "refused", refusal_reason(exc), dropped=not sent)
         view = feedback.view_for(ref, prediction) if feedback is not None else None
+        unsure_below = self._unsure_below()
         if can_embed:
-            sent = await self._send(message, by_dm=by_dm, embed=build_embed(prediction), view=view)
+            embed = build_embed(prediction, unsure_below=unsure_below)
+            sent = await self._send(message, by_dm=by_dm, embed=embed, view=view)
         else:
-            sent = await self._send(message, by_dm=by_dm, text=build_text(prediction), view=view)
+            text = build_text(prediction, unsure_below=unsure_below)
+            sent = await self._send(message, by_dm=by_dm, text=text, view=view)
         stored_id: int | None = None
         alerted = False
         if settings is not None:  # notes sent to the bot by direct message are answered, never stored
@@ -622,6 +665,5 @@ class EmotionCog(commands.Cog, name="Emotion"):
         feedback, ref = hooks
         prediction = await self._analyse(attachment, speaker_id=speaker_id, ref=ref)
         view = feedback.view_for(ref, prediction) if feedback is not None else None
-        await interaction.edit_original_response(
-            embed=build_embed(prediction, source=attachment.filename), **({} if view is None else {"view": view})
-        )
+        embed = build_embed(prediction, source=attachment.filename, unsure_below=self._unsure_below())
+        await interaction.edit_original_response(embed=embed, **({} if view is None else {"view": view}))

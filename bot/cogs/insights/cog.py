@@ -33,7 +33,40 @@ from ..common import UserFacingError, store_of
 if TYPE_CHECKING:  # pragma: no cover
     from bot.client import SERBot
 
-__all__ = ["InsightsCog", "MODERATOR_PERMISSIONS", "CHART_FILENAME", "resolve_scope", "visible_channel_ids"]
+__all__ = ["InsightsCog", "MODERATOR_PERMISSIONS", "CHART_FILENAME", "resolve_scope", "visible_channel_ids",
+           "chart_description"]  # fmt: skip
+
+#: Text alternative of the chart (what it shows, for screen readers): ``{title}``, ``{shares}``, ``{buckets}``.
+CHART_DESCRIPTION = (
+    "Stacked bar chart, one bar per {unit} ({buckets} bars): {title}. Each bar is split by the share of each "
+    "emotion that {unit}; the number of notes is printed above it. Over the whole period: {shares}."
+)
+#: Longest text alternative Discord accepts for an attachment (characters).
+MAX_DESCRIPTION = 1024
+
+
+def chart_description(title: str, result: EmotionInsights) -> str:
+    """The chart's text alternative (``discord.File(description=...)``): what it shows, in words.
+
+    Parameters
+    ----------
+    title : str
+        The chart's title (scope, window and number of notes).
+    result : EmotionInsights
+        The numbers drawn (``distribution``: notes per emotion).
+
+    Returns
+    -------
+    str
+        At most :data:`MAX_DESCRIPTION` characters, naming every emotion with
+        its share of the notes, most frequent first.
+    """
+    total = max(1, result.total)
+    ranked = sorted(((n, label) for label, n in result.distribution.items() if n), key=lambda t: -t[0])
+    shares = ", ".join(f"{label} {n / total:.0%} ({n})" for n, label in ranked) or "no notes"
+    unit = "hour" if result.bucket == "hour" else "day"
+    text = CHART_DESCRIPTION.format(unit=unit, buckets=len(result.bucket_starts), title=title, shares=shares)
+    return text[:MAX_DESCRIPTION]
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +250,8 @@ class InsightsCog(commands.Cog, name="Insights"):
                 f"{period.description} ({result.total} {noun})"
             )
             png = await asyncio.to_thread(render_trend_png, result, title=title)  # CPU-bound: off the event loop
-            files.append(discord.File(io.BytesIO(png), filename=CHART_FILENAME))
+            files.append(discord.File(io.BytesIO(png), filename=CHART_FILENAME,
+                                      description=chart_description(title, result)))  # fmt: skip
         embed = build_insights_embed(result, with_chart=bool(files))
         await interaction.edit_original_response(embed=embed, attachments=files)
         log.info("insights for guild %s: %s, %s, %d notes", interaction.guild_id, chosen.kind, window, result.total)

@@ -149,7 +149,7 @@ def settings_embed(s: GuildSettings, *, changed: str | None = None) -> discord.E
     """
     embed = discord.Embed(title="Voice-note settings", description=changed, colour=0x5865F2)
     if not s.auto_analyse:
-        analysis = "Off: voice notes are not analysed automatically."
+        analysis = "Off: voice notes are not analysed automatically (turn it on with `/settings analysis`)."
     elif s.allowed_channels:
         analysis = f"On, only in {_channels(s.allowed_channels)}"
     else:
