@@ -503,17 +503,22 @@ def analyse_timeline(
     n_blocks = -(-y.size // block)
     cut = duration >= settings.min_duration_s and n_blocks > per_window
     track = FrameTrack(y, config)
-    # Where the note is loud enough to hold speech: frames within trim_db (40 dB) of the loudest, those the
-    # features keep.  A block of one hop with less than the detector's minimum of such frames is a pause.
-    active = track.frame_db >= track.frame_db.max() - (config.trim_db if config.trim_db is not None else 40.0)
-    min_active = detector.settings.min_speech_s * sr / hop
-    # Speech per block: the detector scores each loud block from its first loud frame (less 0.1 s) and stops
-    # once it has heard its minimum of speech (8 frames of 32 ms at a time): a third of a pass on speech.
+    trim_db = config.trim_db if config.trim_db is not None else 40.0
+    note_max_db = float(track.frame_db.max())
+
+    def loud(a: int, b: int) -> np.ndarray:
+        """Frames a:b within trim_db (40 dB) of the loudest of them: what the features of a:b keep."""
+        db = track.frame_db[a:b]
+        return db >= db.max() - trim_db
+
+    # Speech per block of one hop: the detector scores each block from its first loud frame (less 0.1 s) and
+    # stops once it has heard its minimum of speech (8 frames of 32 ms at a time): a third of a pass on speech.
+    # A block 60 dB below the note's loudest frame (digital silence, a muted stretch) is a pause unscored.
     def block_has_speech(i: int) -> bool:
-        loud = active[i * hop_frames : (i + 1) * hop_frames]
-        if loud.sum() < min_active:
+        a, b = i * hop_frames, min(track.n_frames, (i + 1) * hop_frames)
+        if a >= b or track.frame_db[a:b].max() < note_max_db - 60.0:
             return False
-        first = max(i * block, (i * hop_frames + int(np.argmax(loud))) * hop - sr // 10)
+        first = max(i * block, (a + int(np.argmax(loud(a, b)))) * hop - sr // 10)
         return detector.has_speech(y[first : (i + 1) * block], 8)
 
     block_speech = np.array([block_has_speech(i) for i in range(n_blocks)] if cut else [], dtype=bool)
@@ -538,7 +543,7 @@ def analyse_timeline(
 
     def trim(lo: float, hi: float) -> tuple[float, float]:
         a, b = int(np.ceil(lo * sr / hop)), min(track.n_frames, int(hi * sr / hop) + 1)
-        on = np.flatnonzero(active[a:b])
+        on = np.flatnonzero(loud(a, b)) if a < b else np.zeros(0, int)
         return (lo, hi) if not on.size else (max(lo, (a + on[0]) * hop / sr), min(hi, (a + on[-1]) * hop / sr))
 
     windows: list[TimelineWindow] = []
