@@ -7,6 +7,7 @@ Examples
     ser predict clip.flac note.ogg            # "clip.flac: angry (0.87)" per file,
                                               # "x.ogg: happy (0.26) unsure, or surprised?"
     ser predict --json clip.flac              # one JSON object per line
+    ser predict --timeline long-note.ogg      # and its emotions over time: "mostly calm; angry from 0:12 to 0:18"
     ser evaluate --corpus ../shared/data/ravdess-16k --out-dir reports/
     ser evaluate --corpus ../shared/data/ravdess-16k --condition opus24k,noise20,noise10
     ser evaluate --protocol loco --corpus ../shared/data/ravdess-16k --corpus ../shared/data/nemo ...
@@ -186,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg/opus, mp3, m4a, ...)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--model", type=Path, metavar="PATH", help="model bundle (.joblib; default: the shipped model)")
+    p.add_argument(
+        "--timeline", action="store_true",
+        help="also the emotions over time: segments of 3 s windows every 1.5 s on speech (notes of 8 s or more)",
+    )  # fmt: skip
 
     common = _recipe_options()
     t = sub.add_parser(
@@ -237,7 +242,13 @@ def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     failed = 0
     for name in args.files:
         try:
-            prediction = predictor.predict(name)
+            if args.timeline:
+                from .timeline import predict_timeline
+
+                timeline = predict_timeline(predictor, name)
+                prediction = timeline.overall
+            else:
+                prediction = predictor.predict(name)
         except SERError as exc:
             failed += 1
             message = exc.user_message
@@ -246,16 +257,32 @@ def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             message = f"could not analyse this file ({type(exc).__name__})"
         else:
             if args.json:
-                print(json.dumps({"file": name, **prediction.to_dict()}), file=out)
+                fields = timeline.to_dict() if args.timeline else prediction.to_dict()
+                print(json.dumps({"file": name, **fields}), file=out)
             else:
                 unsure = f" unsure, or {prediction.top_two[1]}?" if prediction.unsure else ""
                 print(f"{name}: {prediction.label} ({prediction.confidence:.2f}){unsure}", file=out)
+                if args.timeline:
+                    _print_timeline(timeline, out)
             continue
         if args.json:
             print(json.dumps({"file": name, "error": message}), file=out)
         else:
             print(f"{name}: error: {message}", file=out)
     return 1 if failed else 0
+
+
+def _print_timeline(timeline: Any, out: TextIO) -> None:
+    """The summary line and one line per segment, indented under the file's line."""
+    from .timeline import format_clock
+
+    if not timeline.is_cut:
+        print(f"  (shorter than {timeline.settings.min_duration_s:g} s: one segment)", file=out)
+    else:
+        print(f"  {timeline.summary()}", file=out)
+    for seg in timeline.segments:
+        print(f"  {format_clock(seg.start_s)}-{format_clock(seg.end_s)} ({seg.start_s:.1f}-{seg.end_s:.1f} s) "
+              f"{seg.label} ({seg.confidence:.2f})", file=out)  # fmt: skip
 
 
 # ------------------------------------------------------- train and evaluate
