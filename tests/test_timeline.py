@@ -173,3 +173,31 @@ def test_settings_are_checked() -> None:
         TimelineSettings(window_s=3.0, hop_s=4.0)
     with pytest.raises(ValueError):
         TimelineSettings(smoothing=(1.0, 1.0))
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_service_analyse_timeline(angry_then_calm, predictor, mode: str) -> None:
+    """The async service runs the timeline in its workers (process mode: the Timeline crosses back pickled)."""
+    import asyncio
+
+    from ser_engine.errors import NoSpeechError as NoSpeech
+    from ser_engine.service import EmotionService
+
+    data = angry_then_calm[0].read_bytes()
+
+    async def run() -> tuple[Timeline, object]:
+        async with EmotionService(predictor, workers=1, mode=mode, timeout_s=60) as service:  # type: ignore[arg-type]
+            timeline = await service.analyse_timeline(data)
+            plain = await service.analyse(data)
+            t = np.arange(10 * SR) / SR
+            buf = __import__("io").BytesIO()
+            sf.write(buf, (0.3 * np.sign(np.sin(2 * np.pi * 220 * t))).astype(np.float32), SR, format="WAV")
+            with pytest.raises(NoSpeech):
+                await service.analyse_timeline(buf.getvalue())
+            return timeline, plain
+
+    timeline, plain = asyncio.run(run())
+    assert isinstance(timeline, Timeline) and timeline.is_cut
+    assert {"angry", "calm"} <= {s.label for s in timeline.segments}
+    assert timeline.overall.label == plain.label  # type: ignore[attr-defined]
+    assert timeline.overall.features is not None and timeline.overall.features.shape == plain.features.shape  # type: ignore[attr-defined]
