@@ -183,7 +183,7 @@ class _RemoteTraceback(Exception):
 
 def _worker_analyse(
     source: bytes | str | Path, speaker_stats: Any, timeline: bool = False
-) -> Prediction | Timeline | _RemoteError:
+) -> Prediction | _RemoteError:
     """Task of a worker process: one analysis with this pool's model."""
     predictor = _WORKER_STATE["predictor"]
     try:
@@ -195,8 +195,8 @@ def _worker_analyse(
 def _predict(predictor: Any, source: bytes | str | Path, speaker_stats: Any, timeline: bool = False) -> Any:
     """``predictor.predict(source)``, with ``speaker_stats`` only when given (duck-typed predictors).
 
-    With ``timeline``, :func:`ser_engine.timeline.predict_timeline` instead (a
-    :class:`~ser_engine.timeline.Timeline`, whose ``overall`` is the prediction).
+    With ``timeline``, :func:`ser_engine.timeline.predict_timeline` instead: its
+    overall prediction, carrying the :class:`~ser_engine.timeline.Timeline` as ``timeline``.
 
     Statistics of another feature configuration (the model was swapped after
     the caller read them) are dropped: the model's fallback statistics are
@@ -208,9 +208,12 @@ def _predict(predictor: Any, source: bytes | str | Path, speaker_stats: Any, tim
         if n_features is not None and np.size(speaker_stats.mean) != n_features:
             speaker_stats = None
     if timeline:
+        import dataclasses
+
         from .timeline import predict_timeline
 
-        return predict_timeline(predictor, source, speaker_stats=speaker_stats)
+        result = predict_timeline(predictor, source, speaker_stats=speaker_stats)
+        return dataclasses.replace(result.overall, timeline=result)
     if speaker_stats is None:
         return predictor.predict(source)  # type: ignore[no-any-return]
     return predictor.predict(source, speaker_stats=speaker_stats)  # type: ignore[no-any-return]
@@ -563,6 +566,9 @@ class EmotionService:
         await self.close()
 
     # ------------------------------------------------------------ requests
+    #: Whether :meth:`analyse` computes timelines by default (the bot turns it on: long notes get one).
+    timelines: bool = False
+
     async def analyse_timeline(
         self, source: bytes | str | Path, *, speaker_stats: RunningStatsLike | None = None
     ) -> Timeline:
@@ -587,10 +593,12 @@ class EmotionService:
         ServiceBusyError, ServiceTimeoutError, ServiceClosedError, ServiceWorkerError, ser_engine.errors.AudioError
             As :meth:`analyse`.
         """
-        return await self.analyse(source, speaker_stats=speaker_stats, timeline=True)  # type: ignore[return-value]
+        prediction = await self.analyse(source, speaker_stats=speaker_stats, timeline=True)
+        return prediction.timeline  # type: ignore[no-any-return]
 
     async def analyse(
-        self, source: bytes | str | Path, *, speaker_stats: RunningStatsLike | None = None, timeline: bool = False
+        self, source: bytes | str | Path, *, speaker_stats: RunningStatsLike | None = None,
+        timeline: bool | None = None,
     ) -> Prediction:
         """Decode, featurise and classify one recording.
 
@@ -602,9 +610,10 @@ class EmotionService:
             The speaker's running feature statistics, for models that
             normalise per speaker (see :meth:`ser_engine.predict.Predictor.predict`);
             sent to the worker as a :class:`~ser_engine.normalization.SpeakerStats`.
-        timeline : bool, default False, keyword-only
-            Return a :class:`~ser_engine.timeline.Timeline` instead (use
-            :meth:`analyse_timeline`, which says so in its type).
+        timeline : bool, optional, keyword-only
+            Also compute the note's emotions over time, in the same worker call
+            from the same STFT, as the prediction's ``timeline``
+            (:class:`~ser_engine.timeline.Timeline`); default :attr:`timelines`.
 
         Returns
         -------
@@ -628,6 +637,7 @@ class EmotionService:
         """
         if self._closed:
             raise ServiceClosedError()
+        timeline = self.timelines if timeline is None else timeline
         if self._pending >= self.max_pending:
             raise ServiceBusyError()
         if speaker_stats is not None:

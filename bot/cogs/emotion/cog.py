@@ -54,6 +54,7 @@ from .media import (
 )
 from .limits import CooldownError, ReplyPacer, UserCooldown
 from .render import build_alert_embed, build_embed, build_text
+from .timeline import timeline_parts
 
 if TYPE_CHECKING:  # pragma: no cover
     from ser_engine.predict import Prediction
@@ -238,8 +239,13 @@ class EmotionCog(commands.Cog, name="Emotion"):
         self._admitted = 0  # voice notes being downloaded or analysed (see _admit)
 
     async def cog_load(self) -> None:
-        """Register the context menu (errors are answered by the tree, :class:`bot.tree.SERCommandTree`)."""
+        """Register the context menu (errors are answered by the tree, :class:`bot.tree.SERCommandTree`).
+
+        Also asks the service for timelines: notes of 8 s or more are answered with their emotions over time.
+        """
         self.bot.tree.add_command(self.context_menu)
+        if self.bot.service is not None:
+            self.bot.service.timelines = True
 
     async def cog_unload(self) -> None:
         """Undo :meth:`cog_load`."""
@@ -341,7 +347,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
             sent = await self._send(message, by_dm=False, text=PRIVACY_UNKNOWN, refusal=True)
             return VoiceNoteOutcome(message.id, "refused", "storage_unavailable", dropped=not sent)
         by_dm = False  # a guild that chose private answers: DM the speaker instead of replying
-        can_embed = True
+        can_embed = can_attach = True
         if message.guild is not None and settings is not None:
             parent_id = getattr(message.channel, "parent_id", None)
             if not settings.analyses_channel(message.channel.id, parent_id):
@@ -354,7 +360,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
                 if not (perms.view_channel and can_send):
                     log.debug("no permission to answer in channel %s", message.channel.id)
                     return VoiceNoteOutcome(message.id, "skipped", "no_permission")
-                can_embed = perms.embed_links
+                can_embed, can_attach = perms.embed_links, perms.attach_files
         feedback, ref = self._feedback_hooks(message.author.id, "n", message.channel.id, message.id)
         # Guild notes (stored as analyses) also feed the speaker's running statistics; DMs are never stored.
         how = {"speaker_id": message.author.id, "learn": message.guild is not None, "ref": ref}
@@ -375,10 +381,15 @@ class EmotionCog(commands.Cog, name="Emotion"):
             sent = await self._send(message, by_dm=by_dm, text=text, refusal=isinstance(exc, REFUSALS))
             return VoiceNoteOutcome(message.id, "refused", dropped=not sent)
         view = feedback.view_for(ref, prediction) if feedback is not None else None
+        over_time = await timeline_parts(prediction, attach=can_attach)  # long notes: a line and a strip image
+        file = over_time.file() if over_time is not None else None
         if can_embed:
-            sent = await self._send(message, by_dm=by_dm, embed=build_embed(prediction), view=view)
+            embed = build_embed(prediction)
+            sent = await self._send(message, by_dm=by_dm, embed=over_time.apply(embed) if over_time else embed,
+                                    view=view, file=file)  # fmt: skip
         else:
-            sent = await self._send(message, by_dm=by_dm, text=build_text(prediction), view=view)
+            text = build_text(prediction) + (f"\n{over_time.line}" if over_time else "")
+            sent = await self._send(message, by_dm=by_dm, text=text, view=view, file=file)
         stored_id: int | None = None
         alerted = False
         if settings is not None:  # notes sent to the bot by direct message are answered, never stored
@@ -423,6 +434,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
         embed: discord.Embed | None = None,
         view: discord.ui.View | None = None,
         refusal: bool = False,
+        file: discord.File | None = None,
     ) -> bool:
         """Answer ``message``: a reply in its channel, or a DM to its author (``by_dm``, guild messages).
 
@@ -438,6 +450,8 @@ class EmotionCog(commands.Cog, name="Emotion"):
             Whether the answer was sent (``False``: dropped, or Discord refused it).
         """
         extra: dict[str, Any] = {} if view is None else {"view": view}
+        if file is not None:
+            extra["file"] = file
         key = message.author.id if by_dm else message.channel.id
         max_wait_s = self.refusal_max_wait_s if refusal else self.reply_max_wait_s
         if not await self.pacer.wait(key, max_wait_s=max_wait_s) or self.stopping or self.bot.is_closed():
@@ -622,6 +636,10 @@ class EmotionCog(commands.Cog, name="Emotion"):
         feedback, ref = hooks
         prediction = await self._analyse(attachment, speaker_id=speaker_id, ref=ref)
         view = feedback.view_for(ref, prediction) if feedback is not None else None
+        embed = build_embed(prediction, source=attachment.filename)
+        over_time = await timeline_parts(prediction)  # long notes: a line and a strip image
+        file = over_time.file() if over_time is not None else None
         await interaction.edit_original_response(
-            embed=build_embed(prediction, source=attachment.filename), **({} if view is None else {"view": view})
+            embed=over_time.apply(embed) if over_time else embed, **({} if view is None else {"view": view}),
+            **({} if file is None else {"attachments": [file]}),
         )
