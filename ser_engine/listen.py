@@ -3,7 +3,7 @@
 :class:`RollingAnalyser` takes audio as it arrives (any chunk size, 16 kHz
 mono) and, every ``step_s`` (0.5 s) of audio, classifies the last ``window_s``
 (3 s) with the same model, features and speech gate as ``ser predict``.
-Between those updates it checks every ``check_s`` (0.1 s) whether speech has
+Between those updates it checks every ``check_s`` (0.05 s) whether speech has
 just begun (the detector hears its minimum, 0.25 s, of speech in the last
 second) and then updates at once, so a label follows the start of speech by
 about 0.25 s of speech plus at most ``check_s`` plus the computation, not by up
@@ -81,7 +81,7 @@ class RollingAnalyser:
         Seconds of audio classified at each update.
     step_s : float, default 0.5
         Seconds of audio between updates.
-    check_s : float, default 0.1
+    check_s : float, default 0.05
         Seconds between checks for the start of speech while the stream is silent (0: no early updates).
     speaker_stats : SpeakerStats or object with ``n``, ``mean``, ``m2``, optional
         The speaker's statistics (see :meth:`Predictor.predict`).
@@ -102,11 +102,11 @@ class RollingAnalyser:
         *,
         window_s: float = 3.0,
         step_s: float = 0.5,
-        check_s: float = 0.1,
+        check_s: float = 0.05,
         speaker_stats: RunningStatsLike | None = None,
     ) -> None:
         if not (window_s > 0 and 0 < step_s <= window_s and check_s >= 0):
-            raise ValueError(f"RollingAnalyser: need window_s > 0, 0 < step_s <= window_s, check_s >= 0")
+            raise ValueError("RollingAnalyser: need window_s > 0, 0 < step_s <= window_s, check_s >= 0")
         from .vad import default_detector
 
         self.predictor = predictor
@@ -154,8 +154,9 @@ class RollingAnalyser:
             elif self._check and not self._speaking and self._since_check >= self._check:
                 self._since_check = 0
                 recent = self._buf[self._window - min(self._filled, TARGET_SR) :]
-                if recent.size >= self.detector.settings.min_speech_s * TARGET_SR and self.detector.has_speech(recent, 8):
-                    updates.append(self._update())  # speech has just begun: answer now
+                enough = recent.size >= self.detector.settings.min_speech_s * TARGET_SR
+                if enough and self.detector.has_speech(recent, 8):
+                    updates.append(self._update(speech_heard=True))  # speech has just begun: answer now
         return updates
 
     def flush(self) -> ListenUpdate | None:
@@ -174,13 +175,13 @@ class RollingAnalyser:
         self._since_update += n
         self._since_check += n
 
-    def _update(self) -> ListenUpdate:
+    def _update(self, speech_heard: bool = False) -> ListenUpdate:
         started = time.process_time()
         self._since_update = self._since_check = 0
         y = self._buf[self._window - self._filled :]
         window_s = y.size / TARGET_SR
         speech = y.size >= _MIN_WINDOW_S * TARGET_SR and (
-            not self.predictor.detect_speech or self.detector.has_speech(y, 8)
+            speech_heard or not self.predictor.detect_speech or self.detector.has_speech(y, 8)
         )
         self._speaking = bool(speech)
         if not speech:
