@@ -59,6 +59,7 @@ from .features import (
     _voicing,
     _window_energy,
     _zero_crossing_rate,
+    extract_features,
     stft_magnitude,
 )
 from .normalization import RunningStatsLike
@@ -465,7 +466,7 @@ def analyse_timeline(
     Parameters
     ----------
     y : np.ndarray, shape (n_samples,)
-        Mono signal at 16 kHz (e.g. from :func:`~ser_engine.audio.load_audio`).
+        Mono signal at 16 kHz without DC offset (e.g. from :func:`~ser_engine.audio.load_audio`).
     predictor : Predictor
         The model; its ``detect_speech`` decides whether a note without speech is refused.
     speaker_stats : SpeakerStats or object with ``n``, ``mean``, ``m2``, optional
@@ -477,7 +478,10 @@ def analyse_timeline(
     Timeline
         ``overall`` is the prediction of the whole note (its ``features`` set,
         for the speaker's statistics); notes shorter than
-        ``settings.min_duration_s`` get one segment, the overall prediction over their speech.
+        ``settings.min_duration_s`` get one segment, the whole note, and
+        exactly the prediction of :meth:`Predictor.predict_signal` (for
+        longer notes the whole note's vector comes from the shared frame
+        track: the same up to float rounding, 1e-4 relative).
 
     Raises
     ------
@@ -491,7 +495,7 @@ def analyse_timeline(
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"analyse_timeline: need a 1-D signal, got shape {y.shape}")
-    y = np.ascontiguousarray(y - np.float32(y.mean()) if y.size else y)  # DC removed, as predict_signal does
+    y = np.ascontiguousarray(y)  # as decoded: load_audio has removed any DC offset (Predictor.predict does the same)
     config = predictor.bundle.feature_config
     sr, hop = TARGET_SR, config.hop_length
     duration = y.size / sr
@@ -502,6 +506,13 @@ def analyse_timeline(
     block = hop_frames * hop  # samples
     n_blocks = -(-y.size // block)
     cut = duration >= settings.min_duration_s and n_blocks > per_window
+    if not cut:  # a short note: exactly what Predictor.predict_signal gives, as one segment
+        if predictor.detect_speech and not detector.has_speech(y):
+            raise NoSpeechError(detector.speech_seconds(y), detector.settings.min_speech_s)
+        features = extract_features(y=y, sr=sr, config=config)
+        whole = predictor.classify_features(features, speaker_stats=speaker_stats, duration_s=duration)
+        only = Segment(0.0, float(duration), whole.label, whole.confidence, dict(whole.probabilities))
+        return Timeline(overall=whole, segments=(only,), windows=(), duration_s=duration, settings=settings)
     track = FrameTrack(y, config)
     trim_db = config.trim_db if config.trim_db is not None else 40.0
     note_max_db = float(track.frame_db.max())
