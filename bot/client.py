@@ -43,13 +43,15 @@ def _intents() -> discord.Intents:
 #: Gateway intents the bot asks for (message content must be enabled in the developer portal).
 INTENTS: discord.Intents = _intents()
 
-#: Channel permissions the bot needs: see channels, reply (also in threads) with embeds.
+#: Channel permissions the bot needs: see channels, reply (also in threads) with embeds, and attach the
+#: timeline strip of a long voice note (without Attach Files the answer keeps its "Over time" line only).
 #: (The ``/insights`` chart travels in an interaction response, which needs no channel permission.)
 REQUIRED_PERMISSIONS = discord.Permissions(
     view_channel=True,
     send_messages=True,
     send_messages_in_threads=True,
     embed_links=True,
+    attach_files=True,
     read_message_history=True,
 )
 

@@ -7,6 +7,9 @@ Examples
     ser predict clip.flac note.ogg            # "clip.flac: angry (0.87)" per file,
                                               # "x.ogg: happy (0.26) unsure, or surprised?"
     ser predict --json clip.flac              # one JSON object per line
+    ser predict --timeline long-note.ogg      # and its emotions over time: "mostly calm; angry from 0:12 to 0:18"
+    ser listen [--json]                       # the microphone, 3 s window every 0.5 s (exit 2 without one)
+    ser listen --input clip.wav --speed 20    # a file through the same streaming path, 20x real time
     ser evaluate --corpus ../shared/data/ravdess-16k --out-dir reports/
     ser evaluate --corpus ../shared/data/ravdess-16k --condition opus24k,noise20,noise10
     ser evaluate --protocol loco --corpus ../shared/data/ravdess-16k --corpus ../shared/data/nemo ...
@@ -181,12 +184,30 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(prog="ser", description="Speech emotion recognition (ser_engine).")
     parser.add_argument("--version", action="version", version=f"ser {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,train,evaluate,explore,models}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{predict,listen,train,evaluate,explore,models}")  # fmt: skip
 
     p = sub.add_parser("predict", help="classify audio files", description="Print the emotion of each audio file.")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg/opus, mp3, m4a, ...)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--model", type=Path, metavar="PATH", help="model bundle (.joblib; default: the shipped model)")
+    p.add_argument(
+        "--timeline", action="store_true",
+        help="also the emotions over time: segments of 3 s windows every 1.5 s on speech (notes of 8 s or more)",
+    )  # fmt: skip
+
+    li = sub.add_parser(
+        "listen", help="live emotion from the microphone (or a file played as a stream)",
+        description="Classify the last 3 s of the microphone every 0.5 s (needs sounddevice and PortAudio: "
+        "pip install '.[listen]'); --input plays a file through the same path. Exit 2 without a microphone.",
+    )  # fmt: skip
+    li.add_argument("--input", type=Path, metavar="FILE", help="play this audio file instead of the microphone")
+    li.add_argument("--speed", type=float, default=1.0, help="with --input: playback speed (default 1 = real time)")
+    li.add_argument("--json", action="store_true", help="one JSON object per update")
+    li.add_argument("--device", metavar="DEVICE", help="sounddevice input device (number or name)")
+    li.add_argument("--model", type=Path, metavar="PATH", help="model bundle (.joblib; default: the shipped model)")
+    li.add_argument("--window", type=float, default=3.0, metavar="S", help="seconds classified (default 3)")
+    li.add_argument("--step", type=float, default=0.5, metavar="S", help="seconds between updates (default 0.5)")
 
     common = _recipe_options()
     t = sub.add_parser(
@@ -238,7 +259,13 @@ def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     failed = 0
     for name in args.files:
         try:
-            prediction = predictor.predict(name)
+            if args.timeline:
+                from .timeline import predict_timeline
+
+                timeline = predict_timeline(predictor, name)
+                prediction = timeline.overall
+            else:
+                prediction = predictor.predict(name)
         except SERError as exc:
             failed += 1
             message = exc.user_message
@@ -247,16 +274,86 @@ def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             message = f"could not analyse this file ({type(exc).__name__})"
         else:
             if args.json:
-                print(json.dumps({"file": name, **prediction.to_dict()}), file=out)
+                fields = timeline.to_dict() if args.timeline else prediction.to_dict()
+                print(json.dumps({"file": name, **fields}), file=out)
             else:
                 unsure = f" unsure, or {prediction.top_two[1]}?" if prediction.unsure else ""
                 print(f"{name}: {prediction.label} ({prediction.confidence:.2f}){unsure}", file=out)
+                if args.timeline:
+                    _print_timeline(timeline, out)
             continue
         if args.json:
             print(json.dumps({"file": name, "error": message}), file=out)
         else:
             print(f"{name}: error: {message}", file=out)
     return 1 if failed else 0
+
+
+def _print_timeline(timeline: Any, out: TextIO) -> None:
+    """The summary line and one line per segment, indented under the file's line."""
+    from .timeline import format_clock
+
+    if not timeline.is_cut:
+        print(f"  (shorter than {timeline.settings.min_duration_s:g} s: one segment)", file=out)
+    else:
+        print(f"  {timeline.summary()}", file=out)
+    for seg in timeline.segments:
+        print(f"  {format_clock(seg.start_s)}-{format_clock(seg.end_s)} ({seg.start_s:.1f}-{seg.end_s:.1f} s) "
+              f"{seg.label} ({seg.confidence:.2f})", file=out)  # fmt: skip
+
+
+# ------------------------------------------------------------------- listen
+def _listen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``ser listen``: stream updates to ``out`` (a live line on a terminal, JSON lines with --json)."""
+    import numpy as np
+
+    from .audio import TARGET_SR, AudioLimits, load_audio
+    from .listen import MicrophoneUnavailable, RollingAnalyser, file_chunks, microphone_chunks
+    from .predict import Predictor
+
+    if args.speed <= 0 or args.window <= 0 or not 0 < args.step <= args.window:
+        print("error: --speed and --window must be positive, 0 < --step <= --window", file=err)
+        return 2
+    if args.input is None:
+        device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
+        chunks = microphone_chunks(device=device)
+        try:
+            first = next(chunks)  # opens the device: fails here, in one line, without a microphone
+        except MicrophoneUnavailable as exc:
+            print(f"error: {exc}", file=err)
+            return 2
+    predictor = Predictor.load(args.model)
+    if args.input is not None:
+        y = load_audio(args.input, sr=TARGET_SR, limits=AudioLimits(max_duration_s=3600.0, max_samples=10**9))
+        chunks, first = file_chunks(y, speed=args.speed), np.zeros(0, np.float32)
+    analyser = RollingAnalyser(predictor, window_s=args.window, step_s=args.step)
+    predictor.warm_up(np.sin(np.arange(TARGET_SR) * 0.06).astype(np.float32) * 0.1)  # caches before the first update
+    live = not args.json and out.isatty()
+
+    def show(update: Any) -> None:
+        if args.json:
+            print(json.dumps(update.to_dict()), file=out, flush=True)
+            return
+        if update.label is None:
+            line = f"{update.t_s:7.1f} s  (no speech)"
+        else:
+            bar = "█" * round(update.confidence * 10)
+            line = f"{update.t_s:7.1f} s  {update.label:<9} {update.confidence:4.2f} {bar:<10}"
+        print(f"\r{line:<40}" if live else line, end="" if live else "\n", file=out, flush=True)
+
+    try:
+        for update in analyser.push(first):
+            show(update)
+        for chunk in chunks:
+            for update in analyser.push(chunk):
+                show(update)
+        if (last := analyser.flush()) is not None:
+            show(last)
+    except KeyboardInterrupt:
+        pass
+    if live:
+        print(file=out)
+    return 0
 
 
 # ------------------------------------------------------- train and evaluate
@@ -660,6 +757,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "predict":
             return _predict(args, out, err)
+        if args.command == "listen":
+            return _listen(args, out, err)
         if args.command == "evaluate":
             return _evaluate(args, out, err)
         if args.command == "models":

@@ -480,8 +480,14 @@ def _block_frames(frame_length: int) -> int:
     return max(1, 2**18 // (8 * frame_length))
 
 
-def _summarise(M: np.ndarray, stats: Sequence[str]) -> np.ndarray:
-    """Statistics over time of each row: (n_rows, T) -> (n_rows * n_stats,)."""
+def _summarise(M: np.ndarray, stats: Sequence[str], sort_dtype: type = np.float64) -> np.ndarray:
+    """Statistics over time of each row: (n_rows, T) -> (n_rows * n_stats,).
+
+    ``sort_dtype=np.float32`` sorts a float32 copy for the percentiles, minimum
+    and maximum: about 3.5 times faster (numpy's SIMD sort), the same values
+    for float32 rows and within float32 rounding (6e-8 relative) for the
+    float64 ones (the timeline's windows, :mod:`ser_engine.timeline`).
+    """
     n_rows, T = M.shape
     out = np.empty((n_rows, len(stats)), dtype=np.float64)
     if T == 0:
@@ -492,7 +498,7 @@ def _summarise(M: np.ndarray, stats: Sequence[str]) -> np.ndarray:
     if pct_idx:
         # One sort serves every percentile (linear interpolation, as np.percentile).
         # (A full sort: numpy's vectorised sort beats np.partition with several kth here.)
-        srt = np.sort(M64, axis=1)
+        srt = np.sort(M64 if sort_dtype is np.float64 else M64.astype(sort_dtype), axis=1).astype(np.float64, copy=False)
         for i in pct_idx:
             pos = float(stats[i][1:]) / 100.0 * (T - 1)
             lo = int(np.floor(pos))
@@ -564,6 +570,12 @@ def _spectral_contrast(S: np.ndarray, config: FeatureConfig) -> np.ndarray:
     maximum where ``n`` is 1 (all bands but one at the default framing)
     instead of a sort, otherwise librosa's sort, so the numbers are the same.
     """
+    peak, valley = _contrast_extremes(S, config)
+    return _power_to_db(peak, top_db=80.0) - _power_to_db(valley, top_db=80.0)
+
+
+def _contrast_extremes(S: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Peak and valley magnitude of each contrast band and frame: two (7, T) float64 arrays (see above)."""
     bands = _contrast_bands(config.sr, config.n_fft)
     starts = [first for first, _, _ in bands]
     if all(stop == nxt for (_, stop, _), nxt in zip(bands, [*starts[1:], S.shape[0]])):
@@ -579,7 +591,7 @@ def _spectral_contrast(S: np.ndarray, config: FeatureConfig) -> np.ndarray:
             srt = np.sort(np.ascontiguousarray(S[first:stop]), axis=0)
             valley[k] = np.mean(srt[:n], axis=0)
             peak[k] = np.mean(srt[-n:], axis=0)
-    return _power_to_db(peak, top_db=80.0) - _power_to_db(valley, top_db=80.0)
+    return peak, valley
 
 
 def _tonnetz(chroma: np.ndarray) -> np.ndarray:
@@ -845,14 +857,27 @@ def _prosody(
     T = frame_db.size
     if T == 0:
         return np.zeros((1, 0)), 0.0, 0.0
+    return _voicing(_pitch_track(y, config, span), frame_db, config)
+
+
+def _pitch_track(y: np.ndarray, config: FeatureConfig, span: slice = slice(None)) -> np.ndarray:
+    """YIN pitch in Hz of the STFT frames ``span`` of ``y``, shape (len(range(1 + n // hop)[span]),)."""
     # YIN on a copy decimated to 8 kHz: the pitch range ends far below its
     # 4 kHz Nyquist frequency, and the difference function costs half as much.
     pitch_sr = 8000 if config.sr > 8000 else config.sr
     y_pitch = soxr.resample(y, config.sr, pitch_sr, quality="LQ") if pitch_sr != config.sr else y
     hop = config.hop_length * pitch_sr // config.sr
     frame_length = 2 * int(np.ceil(pitch_sr / config.fmin_f0)) + 2
-    f0 = _yin(y_pitch, fmin=config.fmin_f0, fmax=config.fmax_f0, sr=pitch_sr, frame_length=frame_length,
-              hop_length=hop, trough_threshold=0.1, span=span)[:T]  # fmt: skip
+    return _yin(y_pitch, fmin=config.fmin_f0, fmax=config.fmax_f0, sr=pitch_sr, frame_length=frame_length,
+                hop_length=hop, trough_threshold=0.1, span=span)  # fmt: skip
+
+
+def _voicing(f0: np.ndarray, frame_db: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, float, float]:
+    """Semitones of the voiced frames, voiced ratio, voicing onsets per second (the end of :func:`_prosody`)."""
+    T = frame_db.size
+    if T == 0:
+        return np.zeros((1, 0)), 0.0, 0.0
+    f0 = f0[:T]
     if f0.size < T:
         f0 = np.pad(f0, (0, T - f0.size), constant_values=config.fmax_f0)
     # Voiced: loud enough, and YIN found a period inside the range (not at a bound).

@@ -107,6 +107,10 @@ class Prediction:
         most 128 characters; see :attr:`Predictor.model_version`).  Set by
         the predictor that ran, so a model swapped while a clip was being
         analysed does not relabel it.
+    timeline : ser_engine.timeline.Timeline or None, default None
+        The emotions over time of the same note, when the caller asked for
+        them (:meth:`ser_engine.service.EmotionService.analyse` with
+        ``timeline=True``); not part of :meth:`to_dict` or equality.
     """
 
     label: str
@@ -118,6 +122,7 @@ class Prediction:
     normalization: str = "none"
     features: np.ndarray | None = field(default=None, repr=False, compare=False)
     model_version: str = "unknown"
+    timeline: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of the fields (without ``features``)."""

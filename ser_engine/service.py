@@ -58,6 +58,7 @@ from .errors import ServiceBusyError, ServiceClosedError, ServiceError, ServiceT
 if TYPE_CHECKING:  # pragma: no cover
     from .normalization import RunningStatsLike
     from .predict import Prediction, Predictor
+    from .timeline import Timeline
 
 __all__ = ["WORKER_MODES", "EmotionService", "ServiceWorkerError", "WorkerMode", "prestart_process_workers"]
 
@@ -180,17 +181,22 @@ class _RemoteTraceback(Exception):
         return "\n\n" + str(self.args[0])
 
 
-def _worker_analyse(source: bytes | str | Path, speaker_stats: Any) -> Prediction | _RemoteError:
+def _worker_analyse(
+    source: bytes | str | Path, speaker_stats: Any, timeline: bool = False
+) -> Prediction | _RemoteError:
     """Task of a worker process: one analysis with this pool's model."""
     predictor = _WORKER_STATE["predictor"]
     try:
-        return _predict(predictor, source, speaker_stats)
+        return _predict(predictor, source, speaker_stats, timeline)
     except Exception as exc:
         return _RemoteError.capture(exc)
 
 
-def _predict(predictor: Any, source: bytes | str | Path, speaker_stats: Any) -> Prediction:
+def _predict(predictor: Any, source: bytes | str | Path, speaker_stats: Any, timeline: bool = False) -> Any:
     """``predictor.predict(source)``, with ``speaker_stats`` only when given (duck-typed predictors).
+
+    With ``timeline``, :func:`ser_engine.timeline.predict_timeline` instead: its
+    overall prediction, carrying the :class:`~ser_engine.timeline.Timeline` as ``timeline``.
 
     Statistics of another feature configuration (the model was swapped after
     the caller read them) are dropped: the model's fallback statistics are
@@ -201,6 +207,13 @@ def _predict(predictor: Any, source: bytes | str | Path, speaker_stats: Any) -> 
         n_features = getattr(getattr(bundle, "feature_config", None), "n_features", None)
         if n_features is not None and np.size(speaker_stats.mean) != n_features:
             speaker_stats = None
+    if timeline:
+        import dataclasses
+
+        from .timeline import predict_timeline
+
+        result = predict_timeline(predictor, source, speaker_stats=speaker_stats)
+        return dataclasses.replace(result.overall, timeline=result)
     if speaker_stats is None:
         return predictor.predict(source)  # type: ignore[no-any-return]
     return predictor.predict(source, speaker_stats=speaker_stats)  # type: ignore[no-any-return]
@@ -279,10 +292,10 @@ class _Pool:
         twin.predictor, twin.generation = predictor, generation
         return twin
 
-    def submit(self, source: bytes | str | Path, speaker_stats: Any) -> Future[Any]:
+    def submit(self, source: bytes | str | Path, speaker_stats: Any, timeline: bool = False) -> Future[Any]:
         if self.mode == "thread":
-            return self.executor.submit(_predict, self.predictor, source, speaker_stats)
-        return self.executor.submit(_worker_analyse, source, speaker_stats)
+            return self.executor.submit(_predict, self.predictor, source, speaker_stats, timeline)
+        return self.executor.submit(_worker_analyse, source, speaker_stats, timeline)
 
     def wait_ready(self, timeout_s: float) -> list[int]:
         """Block until every worker process has loaded the model and warmed up (process mode).
@@ -553,8 +566,39 @@ class EmotionService:
         await self.close()
 
     # ------------------------------------------------------------ requests
-    async def analyse(
+    #: Whether :meth:`analyse` computes timelines by default (the bot turns it on: long notes get one).
+    timelines: bool = False
+
+    async def analyse_timeline(
         self, source: bytes | str | Path, *, speaker_stats: RunningStatsLike | None = None
+    ) -> Timeline:
+        """The overall emotion and the emotions over time of one recording, in one worker call.
+
+        As :meth:`analyse` (same queue, timeout and errors), but the worker runs
+        :func:`ser_engine.timeline.predict_timeline`: one STFT serves the whole
+        note and its windows; notes shorter than 8 s get one segment.
+
+        Parameters
+        ----------
+        source : bytes or path
+        speaker_stats : SpeakerStats or object with ``n``, ``mean``, ``m2``, optional, keyword-only
+
+        Returns
+        -------
+        Timeline
+            ``overall`` is what :meth:`analyse` returns (with the feature vector).
+
+        Raises
+        ------
+        ServiceBusyError, ServiceTimeoutError, ServiceClosedError, ServiceWorkerError, ser_engine.errors.AudioError
+            As :meth:`analyse`.
+        """
+        prediction = await self.analyse(source, speaker_stats=speaker_stats, timeline=True)
+        return prediction.timeline  # type: ignore[no-any-return]
+
+    async def analyse(
+        self, source: bytes | str | Path, *, speaker_stats: RunningStatsLike | None = None,
+        timeline: bool | None = None,
     ) -> Prediction:
         """Decode, featurise and classify one recording.
 
@@ -566,6 +610,10 @@ class EmotionService:
             The speaker's running feature statistics, for models that
             normalise per speaker (see :meth:`ser_engine.predict.Predictor.predict`);
             sent to the worker as a :class:`~ser_engine.normalization.SpeakerStats`.
+        timeline : bool, optional, keyword-only
+            Also compute the note's emotions over time, in the same worker call
+            from the same STFT, as the prediction's ``timeline``
+            (:class:`~ser_engine.timeline.Timeline`); default :attr:`timelines`.
 
         Returns
         -------
@@ -589,6 +637,7 @@ class EmotionService:
         """
         if self._closed:
             raise ServiceClosedError()
+        timeline = self.timelines if timeline is None else timeline
         if self._pending >= self.max_pending:
             raise ServiceBusyError()
         if speaker_stats is not None:
@@ -609,11 +658,11 @@ class EmotionService:
             pool = self._pool
             try:
                 try:
-                    future = pool.submit(source, speaker_stats)
+                    future = pool.submit(source, speaker_stats, timeline)
                 except BrokenProcessPool:  # broken by an earlier request: this one has lost nothing
                     self._replace_broken(pool)
                     pool = self._pool
-                    future = pool.submit(source, speaker_stats)
+                    future = pool.submit(source, speaker_stats, timeline)
             except (RuntimeError, BrokenProcessPool):  # executor shut down meanwhile
                 slots.release()
                 raise ServiceClosedError() from None

@@ -55,6 +55,7 @@ from .media import (
 )
 from .limits import CooldownError, ReplyPacer, UserCooldown
 from .render import build_alert_embed, build_embed, build_text
+from .timeline import timeline_parts
 
 if TYPE_CHECKING:  # pragma: no cover
     from ser_engine.predict import Prediction
@@ -266,8 +267,13 @@ class EmotionCog(commands.Cog, name="Emotion"):
         self._admitted = 0  # voice notes being downloaded or analysed (see _admit)
 
     async def cog_load(self) -> None:
-        """Register the context menu (errors are answered by the tree, :class:`bot.tree.SERCommandTree`)."""
+        """Register the context menu (errors are answered by the tree, :class:`bot.tree.SERCommandTree`).
+
+        Also asks the service for timelines: notes of 8 s or more are answered with their emotions over time.
+        """
         self.bot.tree.add_command(self.context_menu)
+        if self.bot.service is not None:
+            self.bot.service.timelines = True
 
     async def cog_unload(self) -> None:
         """Undo :meth:`cog_load`."""
@@ -381,7 +387,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
             sent = await self._send(message, by_dm=False, text=PRIVACY_UNKNOWN, refusal=True)
             return VoiceNoteOutcome(message.id, "refused", "storage_unavailable", dropped=not sent)
         by_dm = False  # a guild that chose private answers: DM the speaker instead of replying
-        can_embed = True
+        can_embed = can_attach = True
         if message.guild is not None and settings is not None:
             parent_id = getattr(message.channel, "parent_id", None)
             if not settings.analyses_channel(message.channel.id, parent_id):
@@ -394,7 +400,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
                 if not (perms.view_channel and can_send):
                     log.debug("no permission to answer in channel %s", message.channel.id)
                     return VoiceNoteOutcome(message.id, "skipped", "no_permission")
-                can_embed = perms.embed_links
+                can_embed, can_attach = perms.embed_links, perms.attach_files
         feedback, ref = self._feedback_hooks(message.author.id, "n", message.channel.id, message.id)
         # Guild notes (stored as analyses) also feed the speaker's running statistics; DMs are never stored.
         how = {"speaker_id": message.author.id, "learn": message.guild is not None, "ref": ref}
@@ -416,12 +422,15 @@ class EmotionCog(commands.Cog, name="Emotion"):
             return VoiceNoteOutcome(message.id, "refused", refusal_reason(exc), dropped=not sent)
         view = feedback.view_for(ref, prediction) if feedback is not None else None
         unsure_below = self._unsure_below()
+        over_time = await timeline_parts(prediction, attach=can_attach)  # long notes: a line and a strip image
+        file = over_time.file() if over_time is not None else None
         if can_embed:
             embed = build_embed(prediction, unsure_below=unsure_below)
-            sent = await self._send(message, by_dm=by_dm, embed=embed, view=view)
+            sent = await self._send(message, by_dm=by_dm, embed=over_time.apply(embed) if over_time else embed,
+                                    view=view, file=file)  # fmt: skip
         else:
-            text = build_text(prediction, unsure_below=unsure_below)
-            sent = await self._send(message, by_dm=by_dm, text=text, view=view)
+            text = build_text(prediction, unsure_below=unsure_below) + (f"\n{over_time.line}" if over_time else "")
+            sent = await self._send(message, by_dm=by_dm, text=text, view=view, file=file)
         stored_id: int | None = None
         alerted = False
         if settings is not None:  # notes sent to the bot by direct message are answered, never stored
@@ -466,6 +475,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
         embed: discord.Embed | None = None,
         view: discord.ui.View | None = None,
         refusal: bool = False,
+        file: discord.File | None = None,
     ) -> bool:
         """Answer ``message``: a reply in its channel, or a DM to its author (``by_dm``, guild messages).
 
@@ -481,6 +491,8 @@ class EmotionCog(commands.Cog, name="Emotion"):
             Whether the answer was sent (``False``: dropped, or Discord refused it).
         """
         extra: dict[str, Any] = {} if view is None else {"view": view}
+        if file is not None:
+            extra["file"] = file
         key = message.author.id if by_dm else message.channel.id
         max_wait_s = self.refusal_max_wait_s if refusal else self.reply_max_wait_s
         if not await self.pacer.wait(key, max_wait_s=max_wait_s) or self.stopping or self.bot.is_closed():
@@ -666,4 +678,9 @@ class EmotionCog(commands.Cog, name="Emotion"):
         prediction = await self._analyse(attachment, speaker_id=speaker_id, ref=ref)
         view = feedback.view_for(ref, prediction) if feedback is not None else None
         embed = build_embed(prediction, source=attachment.filename, unsure_below=self._unsure_below())
-        await interaction.edit_original_response(embed=embed, **({} if view is None else {"view": view}))
+        over_time = await timeline_parts(prediction)  # long notes: a line and a strip image
+        file = over_time.file() if over_time is not None else None
+        await interaction.edit_original_response(
+            embed=over_time.apply(embed) if over_time else embed, **({} if view is None else {"view": view}),
+            **({} if file is None else {"attachments": [file]}),
+        )
