@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import uuid
@@ -22,9 +23,13 @@ from ..service import ServiceWorkerError
 from . import DEFAULT_QUEUE, DONE_CHANNEL_PREFIX, MODEL_CHANNEL
 from .codec import dumps, error_from_wire, loads, prediction_from_wire, stats_to_wire
 
-__all__ = ["BrokerService", "BrokerUnavailableError"]
+__all__ = ["ANALYSIS_JOB_ID", "BrokerService", "BrokerUnavailableError"]
 
 log = logging.getLogger(__name__)
+
+#: The job id of the analysis the current task asks for, when the caller does not pass ``job_id``
+#: (the bot sets ``"note:<message id>"`` in the task that handles the message).
+ANALYSIS_JOB_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("ser_analysis_job_id", default=None)
 
 
 class BrokerUnavailableError(ServiceBusyError):
@@ -217,7 +222,7 @@ class BrokerService:
         speaker_stats : SpeakerStats or None, keyword-only
             The speaker's running statistics, shape (n_features,) each.
         job_id : str, optional, keyword-only
-            Idempotency key (default: a random one).  A job id already queued,
+            Idempotency key (default: :data:`ANALYSIS_JOB_ID`, else a random one).  A job id already queued,
             running or finished within 120 s is not analysed again; this call
             returns that job's result.
 
@@ -246,7 +251,7 @@ class BrokerService:
             raise ServiceBusyError()
         if not isinstance(source, (bytes, bytearray, memoryview)):
             source = await asyncio.to_thread(Path(os.fspath(source)).read_bytes)
-        job_id = job_id or uuid.uuid4().hex
+        job_id = job_id or ANALYSIS_JOB_ID.get() or uuid.uuid4().hex
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
         self._pending += 1

@@ -43,6 +43,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.storage import GuildSettings, StoreError, StoreUnavailableError
+from ser_engine.distributed.client import ANALYSIS_JOB_ID
 from ser_engine.errors import ServiceBusyError, ServiceClosedError
 
 from ..common import UserFacingError, store_of, user_message_for
@@ -220,8 +221,14 @@ class EmotionCog(commands.Cog, name="Emotion"):
         self.bot = bot
         self.context_menu = app_commands.ContextMenu(name=CONTEXT_MENU_NAME, callback=self.detect_emotion_menu)
         s = bot.settings  # flood control (see .limits): per-user cool-down, per-channel reply pacing
-        self.cooldown = UserCooldown(s.ser_user_max_notes, s.ser_user_cooldown_s)
+        self.cooldown: Any = UserCooldown(s.ser_user_max_notes, s.ser_user_cooldown_s)
         self.pacer = ReplyPacer(s.ser_channel_reply_burst, s.ser_channel_replies_per_s)
+        redis = getattr(bot, "shared_redis", None)
+        if redis is not None:  # several bot processes (shards): one quota per user, one bucket per channel
+            from bot.shared_limits import SharedReplyPacer, SharedUserCooldown
+
+            self.cooldown = SharedUserCooldown(redis, s.ser_user_max_notes, s.ser_user_cooldown_s)
+            self.pacer = SharedReplyPacer(redis, s.ser_channel_reply_burst, s.ser_channel_replies_per_s)
         http: Any = bot.http  # discord.py's own proxy settings apply to the CDN too
         self.downloader = Downloader(
             max_concurrent=s.ser_max_downloads, max_bytes=s.ser_max_bytes, timeout_s=s.ser_download_timeout_s,
@@ -360,7 +367,9 @@ class EmotionCog(commands.Cog, name="Emotion"):
         how = {"speaker_id": message.author.id, "learn": message.guild is not None, "ref": ref}
         try:
             self._check(attachment)
-            self.cooldown.admit(message.author.id)
+            await self._admit_user(message.author.id)
+            # Through a broker, the message id is the job id: the note is analysed once (ser_engine.distributed).
+            ANALYSIS_JOB_ID.set(f"note:{message.id}")
             self._admit()  # before the download: a note that would be refused busy is never fetched
             try:
                 if by_dm:
@@ -386,6 +395,18 @@ class EmotionCog(commands.Cog, name="Emotion"):
             if stored_id is not None:  # None: opted out meanwhile, or no database -- then no alert either
                 alerted = await self._alert(message, prediction, settings)
         return VoiceNoteOutcome(message.id, "answered", None, prediction, stored_id, alerted, dropped=not sent)
+
+    async def _admit_user(self, user_id: int) -> None:
+        """The per-user cool-down (this process's, or shared by every shard through Redis).
+
+        Raises
+        ------
+        CooldownError
+            Over the user's quota.
+        """
+        admitted = self.cooldown.admit(user_id)
+        if admitted is not None:  # SharedUserCooldown.admit is a coroutine
+            await admitted
 
     def _admit(self) -> None:
         """Count one voice note in for download and analysis, or refuse it as busy (decided before any await).
@@ -617,7 +638,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
         ``ephemeral``: only the caller sees the answer.
         """
         self._check(attachment)
-        self.cooldown.admit(interaction.user.id)
+        await self._admit_user(interaction.user.id)
         await interaction.response.defer(thinking=True, ephemeral=ephemeral)
         feedback, ref = hooks
         prediction = await self._analyse(attachment, speaker_id=speaker_id, ref=ref)
