@@ -10,6 +10,7 @@ time, so idle workers elsewhere take the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import signal
@@ -202,12 +203,28 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
         if reply_to:
             await ctx["redis"].publish(reply_to, ctx["job_id"])
 
-    worker = Worker(
-        functions=[func(analyse, name="analyse")], queue_name=cfg.queue, redis_pool=redis,
-        max_jobs=cfg.concurrency, job_timeout=cfg.job_timeout_s, keep_result=120, poll_delay=cfg.poll_s,
-        max_tries=5, after_job_end=after_job_end, handle_signals=False, log_results=False,
-        job_serializer=dumps, job_deserializer=loads,
-    )  # fmt: skip
+    def make_worker() -> Any:
+        return Worker(
+            functions=[func(analyse, name="analyse")], queue_name=cfg.queue, redis_pool=redis,
+            max_jobs=cfg.concurrency, job_timeout=cfg.job_timeout_s, keep_result=120, poll_delay=cfg.poll_s,
+            max_tries=5, after_job_end=after_job_end, handle_signals=False, log_results=False,
+            job_serializer=dumps, job_deserializer=loads,
+        )  # fmt: skip
+
+    async def take_jobs() -> None:
+        """arq's loop, started again after a broker outage (redis-py reconnects the pool by itself)."""
+        while True:
+            worker = make_worker()
+            try:
+                await worker.main()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not (type(exc).__module__.startswith("redis") or isinstance(exc, (OSError, ConnectionError))):
+                    raise
+                log.warning("worker %s: broker unavailable (%s); retrying in 1 s", cfg.name, type(exc).__name__)
+                await asyncio.sleep(1.0)
+
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -217,7 +234,7 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
             pass
     log.info("worker %s: %d process(es) on %s, queue %s, serving %s",
              cfg.name, cfg.concurrency, _masked(cfg.broker_url), cfg.queue, service.model_version)  # fmt: skip
-    tasks = [asyncio.create_task(worker.main(), name="arq-worker"),
+    tasks = [asyncio.create_task(take_jobs(), name="arq-worker"),
              asyncio.create_task(follower.run(), name="ser-model-follower")]  # fmt: skip
     stopper = asyncio.create_task(stop.wait())
     try:
@@ -229,7 +246,8 @@ async def run_worker(cfg: WorkerConfig, *, stop: asyncio.Event | None = None) ->
         for task in [*tasks, stopper]:
             task.cancel()
         await asyncio.gather(*tasks, stopper, return_exceptions=True)
-        await worker.close()
+        with contextlib.suppress(Exception):
+            await redis.aclose()
         await service.close()
 
 

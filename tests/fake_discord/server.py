@@ -847,7 +847,7 @@ class FakeDiscord:
             p.snowflake(),
             channel_id,
             self.bot_user,
-            guild_id=self.guild_id if channel_id in self.channels else None,
+            guild_id=self.channels[channel_id].get("guild_id", self.guild_id) if channel_id in self.channels else None,
             content=body.get("content") or "",
             embeds=body.get("embeds") or [],
             flags=int(body.get("flags") or 0),
