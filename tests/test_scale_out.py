@@ -312,6 +312,7 @@ async def test_two_shards_three_workers_300_notes_one_worker_killed(
 
             deadline = time.monotonic() + 150
             while time.monotonic() < deadline and not set(sent) <= set(replies()):
+                assert all(p.poll() is None for p in procs[3:]), "a bot process died"
                 await asyncio.sleep(0.5)
             await asyncio.sleep(2.0)  # a doubled reply would arrive now
             counts = replies()

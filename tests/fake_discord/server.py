@@ -129,6 +129,9 @@ class _GatewaySession:
         self.session_id = session_id
         self.intents = intents
         self.shard = shard  # (shard_id, shard_count) from IDENTIFY, None when the client does not shard
+        self.seq = 0
+        self.ws: web.WebSocketResponse | None = None
+        self.lock = asyncio.Lock()
 
     def receives(self, guild_id: str | None) -> bool:
         """Whether this session gets events of ``guild_id`` (``None``: direct messages, which go to shard 0).
@@ -142,9 +145,6 @@ class _GatewaySession:
         if guild_id is None:
             return shard_id == 0
         return (int(guild_id) >> 22) % count == shard_id
-        self.seq = 0
-        self.ws: web.WebSocketResponse | None = None
-        self.lock = asyncio.Lock()
 
     async def send(self, op: int, d: Any, t: str | None = None) -> None:
         frame: dict[str, Any] = {"op": op, "d": d, "s": None, "t": t}
@@ -768,7 +768,9 @@ class FakeDiscord:
         return ws
 
     def _ready_payload(self, session: _GatewaySession) -> dict[str, Any]:
+        shard = {} if session.shard is None else {"shard": list(session.shard)}
         return {
+            **shard,
             "v": 10,
             "user": {**self.bot_user, "verified": True, "mfa_enabled": False},
             "guilds": [{"id": g, "unavailable": True} for g in (self.guild_id, *self.other_guilds) if session.receives(g)],
