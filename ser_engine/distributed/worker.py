@@ -97,11 +97,16 @@ def _load_predictor(cfg: WorkerConfig, version: int | None = None) -> Any:
     if cfg.registry_dir is not None:
         from ..registry import ModelRegistry
 
+        from ..errors import ModelNotFoundError
+
         registry = ModelRegistry(cfg.registry_dir)
-        if version is None:
-            _, bundle = registry.load_active()
-        else:
-            bundle = registry.load(version)
+        try:
+            bundle = registry.load_active()[1] if version is None else registry.load(version)
+        except ModelNotFoundError:
+            if version is not None:
+                raise
+            # An empty registry (nothing activated yet): serve the model file, as the bot does.
+            return Predictor.load(cfg.model_path, limits=_limits(cfg))
         return Predictor(bundle, limits=_limits(cfg))
     return Predictor.load(cfg.model_path, limits=_limits(cfg))
 
