@@ -335,3 +335,46 @@ async def test_two_shards_three_workers_300_notes_one_worker_killed(
         finally:
             for proc in procs:
                 _stop(proc)
+
+
+async def test_every_worker_serves_a_newly_activated_version_within_seconds(
+    redis_server: RedisServer, tmp_path: Path, notes: list[tuple[bytes, Any]], model_path: Path
+) -> None:
+    """Point 4: two workers on a shared registry; activating v2 and announcing it reaches both within seconds,
+    and every analysis names the version that produced it."""
+    from ser_engine.distributed.client import BrokerService
+    from ser_engine.predict import Predictor
+    from ser_engine.registry import ModelRegistry
+
+    registry = ModelRegistry(tmp_path / "registry")
+    v1 = registry.import_file(model_path).version
+    v2 = registry.import_file(model_path).version
+    registry.activate(v1)
+    queue = f"q{secrets.token_hex(4)}"
+    args = [*_worker_args(redis_server.url), "--queue", queue, "--registry", str(registry.root)]
+    workers = [_spawn(args, tmp_path / f"w{i}.log", _child_env()) for i in range(2)]
+    data, expected = notes[2]
+    try:
+        old = Predictor(registry.load(v1))
+        async with BrokerService(old, redis_server.url, queue=queue, timeout_s=120) as broker:
+            first = await asyncio.gather(*(broker.analyse(data) for _ in range(8)))
+            assert {p.model_version for p in first} == {old.model_version}
+            assert old.model_version.startswith(f"v{v1}@")
+            registry.activate(v2)
+            new = Predictor(registry.load(v2))
+            broker.swap_predictor(new)  # what the admin cog does on /model activate
+            announced = time.monotonic()
+            served: set[str] = set()
+            while time.monotonic() - announced < 8:  # both workers, all of their processes
+                batch = await asyncio.gather(*(broker.analyse(data) for _ in range(8)))
+                served = {p.model_version for p in batch}
+                if served == {new.model_version}:
+                    break
+                await asyncio.sleep(0.2)
+            assert served == {new.model_version}, f"after 8 s still served: {served}"
+            assert all(p.label == expected.label for p in batch)
+        logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
+        assert logs.count(f"now serving v{v2}@") == 2  # each worker swapped (not one serving for both)
+    finally:
+        for w in workers:
+            _stop(w)
