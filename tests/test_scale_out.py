@@ -378,3 +378,70 @@ async def test_every_worker_serves_a_newly_activated_version_within_seconds(
     finally:
         for w in workers:
             _stop(w)
+
+
+async def test_notes_in_flight_when_the_bot_is_killed_are_answered_after_its_restart(
+    redis_server: RedisServer, tmp_path: Path, notes: list[tuple[bytes, Any]], model_path: Path
+) -> None:
+    """Point 2: a bot process killed mid-burst; the next one answers every note it left, exactly once."""
+    async with FakeDiscord(token="MTA5.fake." + secrets.token_urlsafe(24)) as fake:
+        queue = f"q{secrets.token_hex(4)}"
+        env = _child_env(
+            DISCORD_TOKEN=fake.token, DISCORD_API_BASE_URL=fake.base_url, SER_BROKER_URL=redis_server.url,
+            SER_BROKER_QUEUE=queue, SER_MODEL_PATH=str(model_path), SYNC_COMMANDS="false", LOG_LEVEL="INFO",
+            SER_REGISTRY_DIR=str(tmp_path / "registry"), DATA_DIR=str(tmp_path / "bot"),
+        )  # fmt: skip
+        worker = _spawn([*_worker_args(redis_server.url), "--queue", queue], tmp_path / "worker.log", _child_env())
+        first = _spawn(["-m", "bot"], tmp_path / "bot1.log", env)
+        second = None
+        try:
+            await fake.wait_until_connected(timeout=120)
+            await asyncio.sleep(2.0)
+            for pid in _group_members(worker.pid):  # the analyses hang: the notes stay in flight
+                if pid != worker.pid:
+                    os.kill(pid, signal.SIGSTOP)
+            sent = {}
+            for n in range(5):
+                data, expected = notes[n % len(notes)]
+                att = fake.add_attachment(data, "voice-message.ogg", "audio/ogg", voice_message=True,
+                                          duration_s=expected.duration_s)  # fmt: skip
+                msg = await fake.send_message(attachments=[att], flags=VOICE_MESSAGE)
+                sent[msg["id"]] = expected
+            from redis.asyncio import Redis
+
+            r = Redis.from_url(redis_server.url)
+            try:
+                jobs = [f"arq:job:note:{m}" for m in sent]
+                for _ in range(200):  # recorded in flight, and their jobs queued behind the frozen worker
+                    if await r.hlen("ser:inflight:all") == 5 and await r.exists(*jobs) == 5:
+                        break
+                    await asyncio.sleep(0.1)
+                assert await r.hlen("ser:inflight:all") == 5
+                assert await r.exists(*jobs) == 5
+            finally:
+                await r.aclose()
+            _kill_group(first)  # the bot dies with 5 notes in flight
+            first.wait(10)
+            for pid in _group_members(worker.pid):
+                os.kill(pid, signal.SIGCONT)
+            assert not fake.find_requests("POST", r"^/channels/\d+/messages$")
+            second = _spawn(["-m", "bot"], tmp_path / "bot2.log", env)
+            deadline = time.monotonic() + 120
+            found: list[Any] = []
+            while time.monotonic() < deadline:
+                found = fake.find_requests("POST", r"^/channels/\d+/messages$")
+                if len(found) >= 5:
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(2.0)
+            found = fake.find_requests("POST", r"^/channels/\d+/messages$")
+            ids = Counter(str(r.json["message_reference"]["message_id"]) for r in found)
+            assert ids == Counter({m: 1 for m in sent}), ids
+            for req in found:
+                embed = (req.json.get("embeds") or [{}])[0]
+                label = re.search(r"\*\*(\w+)\*\*", embed.get("description", ""))
+                assert label is not None and label.group(1) == sent[str(req.json["message_reference"]["message_id"])].label
+        finally:
+            for proc in (first, second, worker):
+                if proc is not None:
+                    _stop(proc)

@@ -278,6 +278,41 @@ class BrokerService:
             self._pending -= 1
             self._waiters.pop(job_id, None)
 
+    async def result_of(self, job_id: str) -> Any:
+        """The result of a job enqueued earlier (e.g. by a process that stopped since), waiting for it if queued.
+
+        Returns
+        -------
+        Prediction or None
+            ``None`` when the broker knows no such job (never enqueued, or its
+            result expired after 120 s).
+
+        Raises
+        ------
+        ServiceTimeoutError, ServiceWorkerError, ser_engine.errors.AudioError
+            As :meth:`analyse`.
+        BrokerUnavailableError
+            The broker is down.
+        """
+        from arq.jobs import Job, JobStatus
+
+        if self._closed or self._redis is None:
+            raise ServiceClosedError()
+        job = Job(job_id, self._redis, _queue_name=self.queue, _deserializer=loads)
+        try:
+            status = await job.status()
+        except Exception as exc:
+            raise BrokerUnavailableError() from exc
+        if status == JobStatus.not_found:
+            return None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters[job_id] = fut
+        try:
+            return await self._wait(job, fut, loop.time() + self.timeout_s)
+        finally:
+            self._waiters.pop(job_id, None)
+
     async def _wait(self, job: Any, fut: asyncio.Future[None], deadline: float) -> Any:
         loop = asyncio.get_running_loop()
         while True:

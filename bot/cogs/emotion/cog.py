@@ -34,6 +34,7 @@ to the bot by direct message gets a short private refusal.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -83,6 +84,8 @@ PRIVACY_UNKNOWN = (
 REFUSALS: tuple[type[Exception], ...] = (CooldownError, ServiceBusyError, ServiceClosedError)
 #: Name of the event dispatched after each voice note (listen with ``on_voice_note_processed``).
 VOICE_NOTE_EVENT = "voice_note_processed"
+#: The answer to a voice note that a stopped bot process left unanswered, when its analysis is gone.
+RESTART_TRY_AGAIN = "I restarted while analysing this voice message; please send it again."
 
 
 class OptedOutAuthorError(UserFacingError):
@@ -243,6 +246,12 @@ class EmotionCog(commands.Cog, name="Emotion"):
         self.dropped_for_backlog = 0  # replies not sent: their channel's backlog was too long
         self.dropped_at_shutdown = 0  # replies not sent: the bot was stopping
         self._admitted = 0  # voice notes being downloaded or analysed (see _admit)
+        self.inflight: Any = None  # notes in flight, in the broker's Redis (bot/inflight.py)
+        self._recovered = False
+        if redis is not None:
+            from bot.inflight import InflightNotes
+
+            self.inflight = InflightNotes(redis, s.shard_id_list)
 
     async def cog_load(self) -> None:
         """Register the context menu (errors are answered by the tree, :class:`bot.tree.SERCommandTree`)."""
@@ -326,12 +335,53 @@ class EmotionCog(commands.Cog, name="Emotion"):
         attachments = audio_attachments(message)
         if not attachments:
             return
+        inflight = self.inflight
+        if inflight is not None:  # answered after a restart if this process stops first (bot/inflight.py)
+            await inflight.add(message.id, message.channel.id)
         try:
             outcome = await self._handle_voice_note(message, attachments[0])
         except Exception:  # never let one note take the listener down
             log.exception("voice message %s: unexpected failure", message.id)
             outcome = VoiceNoteOutcome(message.id, "refused")
+        if inflight is not None and not outcome.dropped:
+            await inflight.remove(message.id)
         self.bot.dispatch(VOICE_NOTE_EVENT, outcome)
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """Once connected: answer the notes a previous process of these shards left in flight."""
+        if self.inflight is None or self._recovered:
+            return
+        self._recovered = True
+        leftovers = await self.inflight.take_leftovers()
+        await asyncio.gather(*(self._answer_leftover(mid, cid) for mid, cid in leftovers))
+
+    async def _answer_leftover(self, message_id: int, channel_id: int) -> None:
+        """The finished analysis of a note left in flight (job ``note:<id>``), or a short "try again"."""
+        from ser_engine.errors import SERError
+
+        channel: Any = self.bot.get_channel(channel_id)
+        try:
+            if channel is None:
+                channel = await self.bot.fetch_channel(channel_id)
+            target = channel.get_partial_message(message_id)
+            service: Any = self.bot.service
+            prediction = None
+            text = RESTART_TRY_AGAIN
+            try:  # the job still queued or running is waited for; a finished one is read
+                if callable(getattr(service, "result_of", None)):
+                    prediction = await service.result_of(f"note:{message_id}")
+            except SERError as exc:
+                text = exc.user_message
+            if prediction is not None:
+                await target.reply(embed=build_embed(prediction), mention_author=False)
+            else:
+                await target.reply(text, mention_author=False)
+            result = prediction
+            log.info("voice message %s: answered after a restart (%s)", message_id,
+                     "analysis" if result is not None else "try again")  # fmt: skip
+        except Exception as exc:  # one leftover must not stop the others
+            log.warning("voice message %s left by a previous run not answered: %s", message_id, exc)
 
     async def _handle_voice_note(self, message: discord.Message, attachment: discord.Attachment) -> VoiceNoteOutcome:
         settings: GuildSettings | None = None
