@@ -109,6 +109,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
+async def _wait_for_log(path: Path, text: str, timeout: float) -> None:
+    """Wait until the process writing ``path`` logged ``text`` (e.g. the bot's "logged in as": on_ready ran)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{path.name}: no {text!r} within {timeout} s")
+
+
 def _snowflake_on_shard(shard_id: int, shard_count: int) -> str:
     """A fresh snowflake whose ``(id >> 22) % shard_count == shard_id`` (Discord's shard rule)."""
     from tests.fake_discord import payloads as p
@@ -285,6 +295,8 @@ async def test_two_shards_three_workers_300_notes_one_worker_killed(
                 await asyncio.sleep(2.0)  # GUILD_CREATEs processed (guild_ready_timeout)
 
             await asyncio.wait_for(both_shards_ready(), 180)
+            for shard in (0, 1):
+                await _wait_for_log(tmp_path / f"bot{shard}.log", "logged in as", 60)
             for proc in procs:
                 assert proc.poll() is None, f"a process exited early: {proc.args}"
 
@@ -396,7 +408,7 @@ async def test_notes_in_flight_when_the_bot_is_killed_are_answered_after_its_res
         second = None
         try:
             await fake.wait_until_connected(timeout=120)
-            await asyncio.sleep(2.0)
+            await _wait_for_log(tmp_path / "bot1.log", "logged in as", 120)
             for pid in _group_members(worker.pid):  # the analyses hang: the notes stay in flight
                 if pid != worker.pid:
                     os.kill(pid, signal.SIGSTOP)
