@@ -206,9 +206,9 @@ async def _run(settings: Settings, lifecycle: LifecycleSettings | None = None) -
     within :data:`SHUTDOWN_BUDGET_S` or the process exits with status 1; a
     second signal during the shutdown exits at once with status 1.
     """
-    from .client import SERBot
+    from .client import make_bot
 
-    bot = SERBot(settings, lifecycle=lifecycle)
+    bot = make_bot(settings, lifecycle=lifecycle)  # sharded when SHARD_COUNT is set
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)

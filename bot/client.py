@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .health import HealthServer
     from .storage import GuildSettings, Store
 
-__all__ = ["SERBot", "INTENTS", "REQUIRED_PERMISSIONS", "EXTENSIONS", "invite_url"]
+__all__ = ["SERBot", "ShardedSERBot", "make_bot", "INTENTS", "REQUIRED_PERMISSIONS", "EXTENSIONS", "invite_url"]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,8 @@ class SERBot(commands.Bot):
         self.metrics = BotMetrics(self)
         self.health: HealthServer | None = None
         self.setup_done = False  # set at the end of setup_hook (for /readyz)
+        #: The broker's Redis pool when ``SER_BROKER_URL`` is set (shared cool-downs and pacing), else ``None``.
+        self.shared_redis: Any = None
 
     # ------------------------------------------------------------ lifecycle
     async def login(self, token: str) -> None:
@@ -160,11 +162,23 @@ class SERBot(commands.Bot):
         limits = AudioLimits(max_bytes=s.ser_max_bytes, max_duration_s=s.ser_max_duration_s)
         log.info("loading model %s", s.ser_model_path)
         predictor = await asyncio.to_thread(Predictor.load, s.ser_model_path, limits=limits)
-        self.service = EmotionService(
-            predictor, workers=s.ser_workers, max_pending=s.ser_max_pending, timeout_s=s.ser_request_timeout_s,
-            mode=s.ser_worker_mode,
-        )
-        await self.service.start()
+        if s.ser_broker_url is not None:
+            # Scale-out: analyses run on `ser worker` processes; limits are shared through the broker's Redis.
+            from ser_engine.distributed.client import BrokerService
+
+            broker = BrokerService(
+                predictor, s.ser_broker_url.get_secret_value(), timeout_s=s.ser_broker_timeout_s,
+                max_pending=s.ser_max_pending, queue=s.ser_broker_queue,
+            )  # fmt: skip
+            await broker.start()
+            self.shared_redis = broker.redis
+            self.service = broker  # type: ignore[assignment]  # the EmotionService interface
+        else:
+            self.service = EmotionService(
+                predictor, workers=s.ser_workers, max_pending=s.ser_max_pending, timeout_s=s.ser_request_timeout_s,
+                mode=s.ser_worker_mode,
+            )
+            await self.service.start()
         await self.open_store()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
@@ -316,3 +330,30 @@ class SERBot(commands.Bot):
                         health, self.health = self.health, None
                         if health is not None:
                             await health.close()
+
+
+class ShardedSERBot(SERBot, commands.AutoShardedBot):
+    """:class:`SERBot` on :class:`discord.ext.commands.AutoShardedBot`: one process runs some or all shards.
+
+    ``SHARD_COUNT`` (``auto``: Discord's recommended count from ``GET /gateway/bot``)
+    and ``SHARD_IDS`` (this process's shards; default all) choose them.  Discord
+    sends each shard the events of the guilds with ``(guild_id >> 22) %
+    shard_count == shard_id`` and direct messages to shard 0
+    (https://discord.com/developers/docs/topics/gateway#sharding).
+    """
+
+
+def make_bot(settings: Settings, **options: Any) -> SERBot:
+    """The bot for ``settings``: :class:`ShardedSERBot` when ``SHARD_COUNT`` is set, else :class:`SERBot`.
+
+    Parameters
+    ----------
+    settings : Settings
+        Validated configuration.
+    **options : Any
+        Passed on to the bot's constructor.
+    """
+    if not settings.sharded:
+        return SERBot(settings, **options)
+    count = settings.shard_count if isinstance(settings.shard_count, int) else None
+    return ShardedSERBot(settings, shard_count=count, shard_ids=settings.shard_id_list, **options)

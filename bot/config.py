@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -122,6 +122,26 @@ class Settings(BaseSettings):
     ser_http_host : str
         ``SER_HTTP_HOST``: address that server listens on (default ``127.0.0.1``;
         the Docker image sets ``0.0.0.0``).
+    ser_broker_url : SecretStr or None
+        ``SER_BROKER_URL`` (scale-out, README "Scaling out"): Redis URL of the
+        broker, ``redis://host:6379/0``. Set: analyses go to ``ser worker``
+        processes (:class:`ser_engine.distributed.client.BrokerService`) and the
+        per-user cool-downs and per-channel pacing are shared through it by
+        every bot process. Unset: in-process workers (``SER_WORKERS``), limits
+        per process. Masked: it may hold a password.
+    ser_broker_timeout_s : float
+        ``SER_BROKER_TIMEOUT_S``: seconds one analysis may take through the
+        broker, queue included (default 60; above the 20 s after which a job
+        whose worker died is delivered again).
+    ser_broker_queue : str
+        ``SER_BROKER_QUEUE``: the broker's queue name (default ``ser:analyses``).
+    shard_count : int, "auto" or None
+        ``SHARD_COUNT``: total gateway shards of the bot (all processes);
+        ``auto`` asks Discord for its recommended count (``GET /gateway/bot``);
+        unset: one connection without sharding (enough below 2 500 servers).
+    shard_ids : str
+        ``SHARD_IDS``: comma-separated shard ids this process runs (default:
+        all of ``SHARD_COUNT``); needs a numeric ``SHARD_COUNT``.
     """
 
     model_config = SettingsConfigDict(
@@ -169,6 +189,60 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_port_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    # --- Scale-out (issue 15): broker, shards, shared limits. Kept together; see README "Scaling out".
+    ser_broker_url: SecretStr | None = None
+    ser_broker_timeout_s: float = Field(60.0, gt=0)
+    ser_broker_queue: str = "ser:analyses"
+    shard_count: int | Literal["auto"] | None = None
+    shard_ids: str = ""
+
+    @field_validator("ser_broker_url", mode="before")
+    @classmethod
+    def _blank_broker_is_none(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.strip().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("SER_BROKER_URL must be a Redis URL (redis://host:6379/0)")
+        return value
+
+    @field_validator("shard_count", mode="before")
+    @classmethod
+    def _shard_count(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if not value:
+                return None
+            if value != "auto":
+                if not value.isdigit() or int(value) < 1:
+                    raise ValueError("SHARD_COUNT must be a positive number or 'auto'")
+                return int(value)
+        return value
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _shard_ids(cls, value: str, info: Any) -> str:
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        if not all(part.isdigit() for part in parts):
+            raise ValueError("SHARD_IDS must be shard numbers separated by commas")
+        count = info.data.get("shard_count")
+        if parts and not isinstance(count, int):
+            raise ValueError("SHARD_IDS needs a numeric SHARD_COUNT")
+        if parts and any(int(part) >= count for part in parts):
+            raise ValueError(f"SHARD_IDS must be below SHARD_COUNT ({count})")
+        return ",".join(parts)
+
+    @property
+    def shard_id_list(self) -> list[int] | None:
+        """:attr:`shard_ids` as numbers (``None``: all shards of :attr:`shard_count`)."""
+        return [int(part) for part in self.shard_ids.split(",")] if self.shard_ids else None
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the bot runs as :class:`discord.ext.commands.AutoShardedBot` (``SHARD_COUNT`` set)."""
+        return self.shard_count is not None
 
     @field_validator("discord_token")
     @classmethod

@@ -18,6 +18,7 @@ Examples
     ser train --corpus ../shared/data/ravdess-16k --out models/ravdess-8class.joblib
     ser models list                           # registered versions, * marks the active one
     ser models activate 3 / ser models rollback
+    ser worker --broker redis://127.0.0.1:6379/0 --concurrency 2   # analyses from the broker (SER_BROKER_URL)
 
 Also runnable as ``python -m ser_engine.cli``.  Exit status: 0 on success,
 1 if any file or the run failed (one ``error:`` line each, no traceback),
@@ -185,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ser", description="Speech emotion recognition (ser_engine).")
     parser.add_argument("--version", action="version", version=f"ser {_version()}")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{predict,listen,train,evaluate,explore,models}")  # fmt: skip
+                                metavar="{predict,listen,train,evaluate,explore,models,worker}")  # fmt: skip
 
     p = sub.add_parser("predict", help="classify audio files", description="Print the emotion of each audio file.")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg/opus, mp3, m4a, ...)")
@@ -244,7 +245,42 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--registry", type=Path, metavar="DIR", help="registry folder (default models/registry)")
     m.add_argument("action", choices=["list", "activate", "rollback"], help="what to do")
     m.add_argument("version", nargs="?", metavar="VERSION", help="for activate: a version number (3 or v3)")
+
+    w = sub.add_parser(
+        "worker", help="take analyses from a broker (a bot with SER_BROKER_URL sends them)",
+        description="Run the engine on this machine's cores for analyses queued on a Redis broker (arq).",
+    )  # fmt: skip
+    w.add_argument("--broker", metavar="URL", help="redis://host:6379/0 (default: SER_BROKER_URL)")
+    w.add_argument("--concurrency", type=_positive_int, default=2, metavar="N",
+                   help="analyses at once: worker processes (default 2; one per core)")  # fmt: skip
+    w.add_argument("--model", type=Path, metavar="PATH", help="model bundle (default: the shipped model)")
+    w.add_argument("--registry", type=Path, metavar="DIR",
+                   help="shared model registry: serve its active version and follow changes (overrides --model)")  # fmt: skip
+    w.add_argument("--queue", default=None, metavar="NAME", help="queue name (default ser:analyses)")
     return parser
+
+
+# ------------------------------------------------------------------- worker
+def _worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import asyncio
+    import logging
+    import os
+
+    from .distributed import DEFAULT_QUEUE
+    from .distributed.worker import WorkerConfig, run_worker
+
+    url = args.broker or os.environ.get("SER_BROKER_URL", "")
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        print("error: give the broker as --broker redis://host:6379/0 (or set SER_BROKER_URL)", file=err)
+        return 2
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("arq.worker").setLevel(logging.WARNING)  # one line per job otherwise
+    cfg = WorkerConfig(broker_url=url, concurrency=args.concurrency, model_path=args.model,
+                       registry_dir=args.registry, queue=args.queue or DEFAULT_QUEUE)  # fmt: skip
+    asyncio.run(run_worker(cfg))
+    return 0
 
 
 # ------------------------------------------------------------------ predict
@@ -763,6 +799,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate(args, out, err)
         if args.command == "models":
             return _models(args, out, err)
+        if args.command == "worker":
+            return _worker(args, out, err)
         return _train(args, out, err)
     except SERError as exc:
         print(f"error: {exc.user_message}", file=err)

@@ -37,13 +37,11 @@ import logging
 import multiprocessing
 import os
 import pickle
-import queue
 import signal
 import sys
 import threading
-import time
 import traceback
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,14 +107,17 @@ def _warmup_signal(sr: int = 16_000) -> np.ndarray:
 _WORKER_STATE: dict[str, Any] = {}
 
 
-def _worker_init(payload: bytes, blas_threads: int | None, ready: Any) -> None:
-    """Initializer of a worker process: BLAS threads, unpickle the model, warm up, report ready.
+def _worker_init(payload: bytes, blas_threads: int | None, start_barrier: Any) -> None:
+    """Initializer of a worker process: BLAS threads, unpickle the model, warm up.
 
     ``payload`` is :func:`pickle.dumps` of the parent's own predictor object
-    (never bytes from outside the service).
+    (never bytes from outside the service).  ``start_barrier`` is the pool's
+    :class:`multiprocessing.Barrier` of ``workers`` parties, kept for
+    :func:`_worker_ping` (see :meth:`_Pool.wait_ready`).
     """
     # Ctrl-C in a terminal reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORKER_STATE["start_barrier"] = start_barrier
     if blas_threads is not None:
         from threadpoolctl import threadpool_limits
 
@@ -125,7 +126,6 @@ def _worker_init(payload: bytes, blas_threads: int | None, ready: Any) -> None:
     _preload_decoders()
     predictor.warm_up(_warmup_signal(), 16_000)  # filter banks, FFT plans, caches, the speech detector's model
     _WORKER_STATE["predictor"] = predictor
-    ready.put(os.getpid())
 
 
 def _preload_decoders() -> None:
@@ -135,8 +135,23 @@ def _preload_decoders() -> None:
     preload_decoders()
 
 
-def _worker_ping() -> int:
-    """A no-op task: returns the worker's process id (it ran after the initializer)."""
+def _worker_ping(timeout_s: float) -> int:
+    """The start-up task: wait until every worker of the pool runs one, then return this process's id.
+
+    It runs after the initializer (model loaded, warmed up).  Holding each
+    worker at the pool's barrier until all ``workers`` pings are taken is what
+    makes :meth:`_Pool.wait_ready` start every process: a worker that finished
+    its ping early would count as idle, and
+    :class:`~concurrent.futures.ProcessPoolExecutor` (Python >= 3.9) spawns a
+    process on ``submit`` only when no worker is idle.
+
+    Raises
+    ------
+    threading.BrokenBarrierError
+        Not every worker reached the barrier within ``timeout_s`` (one failed
+        to start, or the pool is being stopped).
+    """
+    _WORKER_STATE["start_barrier"].wait(timeout_s)
     return os.getpid()
 
 
@@ -264,7 +279,6 @@ class _Pool:
         self.mode = mode
         self.workers = workers
         self.generation = generation
-        self.ready: Any = None
         self.executor: Executor
         if mode == "thread":
             self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ser-worker")
@@ -277,10 +291,11 @@ class _Pool:
                     f"({type(exc).__name__}: {exc})"
                 ) from exc
             ctx = _process_context()
-            self.ready = ctx.Queue()
+            # Passed at process start (a synchronisation object cannot travel with a task).
+            self.start_barrier = ctx.Barrier(workers)
             self.executor = ProcessPoolExecutor(
                 max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                initargs=(payload, blas_threads, self.ready),
+                initargs=(payload, blas_threads, self.start_barrier),
             )  # fmt: skip
 
     def rebind(self, predictor: Any, generation: int) -> _Pool:
@@ -298,12 +313,30 @@ class _Pool:
         return self.executor.submit(_worker_analyse, source, speaker_stats, timeline)
 
     def wait_ready(self, timeout_s: float) -> list[int]:
-        """Block until every worker process has loaded the model and warmed up (process mode).
+        """Start every worker process and block until each has loaded the model and warmed up (process mode).
+
+        :class:`~concurrent.futures.ProcessPoolExecutor` (Python >= 3.9) starts
+        a process on ``submit`` only when no worker is idle, and a worker that
+        finished a task counts as idle.  The former handshake submitted one
+        ping per worker and waited for ``workers`` "ready" messages: once the
+        first workers were up and had answered pings while the others were
+        still being submitted, later submits found an idle worker and started
+        no process, so fewer than ``workers`` ever reported and the wait ran
+        into its limit (issue 15: 5-8 workers on 2 cores, 8 on 16 cores; more
+        likely the more workers and the faster each starts).  Now every ping
+        waits at a barrier of ``workers`` parties: no ping ends, so no worker
+        is idle, before ``workers`` distinct processes hold one, so each of
+        the ``workers`` submits starts a process.
+
+        Parameters
+        ----------
+        timeout_s : float
+            Limit in seconds for all workers to start.
 
         Returns
         -------
         list of int
-            The workers' process ids.
+            The workers' process ids, ``workers`` distinct ones.
 
         Raises
         ------
@@ -311,20 +344,20 @@ class _Pool:
             A worker failed to start (its initializer raised or it died) or
             not all were ready within ``timeout_s``.
         """
-        pings = [self.executor.submit(_worker_ping) for _ in range(self.workers)]  # launches the processes
-        pids: list[int] = []
-        deadline = time.monotonic() + timeout_s
-        while len(pids) < self.workers:
-            try:
-                pids.append(self.ready.get(timeout=0.1))
-            except queue.Empty:
-                for ping in pings:
-                    if ping.done() and ping.exception() is not None:
-                        raise ServiceError("The analysis workers could not start.") from ping.exception()
-                if time.monotonic() > deadline:
-                    raise ServiceError("The analysis workers did not start in time.") from None
-        for ping in pings:
-            ping.result(timeout=max(0.1, deadline - time.monotonic()))
+        pings = [self.executor.submit(_worker_ping, timeout_s) for _ in range(self.workers)]  # starts the processes
+        done, not_done = wait(pings, timeout=timeout_s + 1.0, return_when=FIRST_EXCEPTION)
+        failed = next((p for p in done if p.exception() is not None), None)
+        if failed is not None:
+            exc = failed.exception()
+            if isinstance(exc, threading.BrokenBarrierError):
+                raise ServiceError("The analysis workers did not start in time.") from exc
+            raise ServiceError("The analysis workers could not start.") from exc
+        if not_done:
+            self.start_barrier.abort()  # frees the workers waiting at the barrier
+            raise ServiceError("The analysis workers did not start in time.") from None
+        pids = [p.result() for p in pings]
+        if len(set(pids)) != self.workers:  # pragma: no cover - the barrier makes this impossible
+            raise ServiceError(f"The analysis workers did not start: {len(set(pids))} of {self.workers} answered.")
         return pids
 
     def pids(self) -> list[int]:
@@ -334,9 +367,6 @@ class _Pool:
 
     def shutdown(self, wait: bool) -> None:
         self.executor.shutdown(wait=wait)
-        if self.ready is not None and wait:
-            self.ready.close()
-            self.ready.join_thread()
 
 
 # ===================================================================== service

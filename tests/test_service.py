@@ -196,6 +196,18 @@ class PidPredictor(Predictor):
         return result
 
 
+class ColdPredictor(PidPredictor):
+    """A :class:`PidPredictor` without warm-up: each worker process is ready a few ms after its fork.
+
+    Fast-starting workers are what broke the old start-up handshake (issue 15): a
+    worker that had answered its ping counted as idle, so later submits started
+    no process and fewer than ``workers`` ever came up.
+    """
+
+    def warm_up(self, y, sr=16000):  # type: ignore[override]
+        return None
+
+
 def _same(a: Prediction, b: Prediction) -> bool:
     return a.label == b.label and all(abs(a.probabilities[k] - b.probabilities[k]) < 1e-6 for k in a.probabilities)
 
@@ -339,3 +351,22 @@ def test_the_bot_setting_chooses_the_worker_mode(monkeypatch):
     assert Settings(_env_file=None, discord_token=token, ser_worker_mode=" Thread ").ser_worker_mode == "thread"
     with pytest.raises(ValidationError, match="ser_worker_mode"):
         Settings(_env_file=None, discord_token=token, ser_worker_mode="fork")
+
+
+async def test_eight_process_workers_start_on_two_cores_and_analyse(predictor, angry_clip, voice_note_factory):
+    """Issue 15: more workers than cores (8 on this 2-core machine) all start, and every one analyses."""
+    note = voice_note_factory(angry_clip).read_bytes()
+    expected = predictor.predict(note)
+    for attempt in range(3):  # the old handshake failed most of these starts; each must succeed
+        service = EmotionService(ColdPredictor(predictor.bundle), workers=8, mode="process", timeout_s=60)
+        try:
+            await service.start()
+            pids = service.worker_pids()
+            assert len(set(pids)) == 8 and os.getpid() not in pids, f"start {attempt}: workers {pids}"
+            results = await asyncio.gather(*(service.analyse(note) for _ in range(16)))
+            assert all(_same(r, expected) for r in results)
+            assert {int(r.duration_s) for r in results} <= set(pids)
+            assert service.restarts == 0
+        finally:
+            await service.close()
+        assert all(not _alive(pid) for pid in pids)

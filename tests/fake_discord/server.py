@@ -125,12 +125,26 @@ class _Interaction:
 class _GatewaySession:
     """One IDENTIFY-ed gateway session (it survives reconnects through RESUME)."""
 
-    def __init__(self, session_id: str, intents: int) -> None:
+    def __init__(self, session_id: str, intents: int, shard: tuple[int, int] | None = None) -> None:
         self.session_id = session_id
         self.intents = intents
+        self.shard = shard  # (shard_id, shard_count) from IDENTIFY, None when the client does not shard
         self.seq = 0
         self.ws: web.WebSocketResponse | None = None
         self.lock = asyncio.Lock()
+
+    def receives(self, guild_id: str | None) -> bool:
+        """Whether this session gets events of ``guild_id`` (``None``: direct messages, which go to shard 0).
+
+        Discord's rule (https://discord.com/developers/docs/topics/gateway#sharding):
+        ``shard_id = (guild_id >> 22) % num_shards``.
+        """
+        if self.shard is None:
+            return True
+        shard_id, count = self.shard
+        if guild_id is None:
+            return shard_id == 0
+        return (int(guild_id) >> 22) % count == shard_id
 
     async def send(self, op: int, d: Any, t: str | None = None) -> None:
         frame: dict[str, Any] = {"op": op, "d": d, "s": None, "t": t}
@@ -203,6 +217,8 @@ class FakeDiscord:
         self.port: int = 0
         #: Guilds besides :attr:`guild` (see :meth:`add_guild`), by id.
         self.other_guilds: dict[str, dict[str, Any]] = {}
+        #: The ``shards`` count ``GET /gateway/bot`` recommends.
+        self.recommended_shards: int = 1
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> FakeDiscord:
@@ -404,8 +420,15 @@ class FakeDiscord:
         return self.dm_channels.get(user_id)
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send a DISPATCH event to every connected session (MESSAGE_CREATE honours intents)."""
+        """Send a DISPATCH event to every connected session (MESSAGE_CREATE honours intents).
+
+        A sharded session (IDENTIFY with ``shard``) only gets the events of its
+        guilds, and direct messages only on shard 0.
+        """
+        guild_id = data.get("id") if event in ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE") else data.get("guild_id")
         for session in list(self._sessions.values()):
+            if not session.receives(guild_id):
+                continue
             body = data
             if event == "MESSAGE_CREATE":
                 body = self._apply_message_intents(session.intents, data)
@@ -438,7 +461,7 @@ class FakeDiscord:
             p.snowflake(),
             self.dm_channel["id"] if dm else (channel or self.channel)["id"],
             author,
-            guild_id=None if dm else self.guild_id,
+            guild_id=None if dm else (channel or self.channel).get("guild_id", self.guild_id),
             member_payload=None if dm else member,
             content=content,
             attachments=list(attachments),
@@ -548,15 +571,17 @@ class FakeDiscord:
         return await self._dispatch_interaction(interaction)
 
     async def add_guild(
-        self, name: str, *, system_channel: bool = False, overwrites: list[dict[str, Any]] | None = None
+        self, name: str, *, system_channel: bool = False, overwrites: list[dict[str, Any]] | None = None,
+        guild_id: str | None = None,
     ) -> dict[str, Any]:
         """Add another guild with the bot, an @everyone role and one text channel (GUILD_CREATE when connected).
 
         Its channel is ``guild["channels"][0]``; add members with :meth:`add_guild_member`.
         ``system_channel``: that channel is the server's system channel (where a joining bot
         may greet); ``overwrites`` (:func:`payloads.overwrite`) apply to that channel.
+        ``guild_id`` chooses its id (e.g. to place it on a shard); default a fresh snowflake.
         """
-        guild_id = p.snowflake()
+        guild_id = guild_id or p.snowflake()
         everyone = p.role(guild_id, "@everyone", p.MEMBER_PERMISSIONS)
         channel = p.guild_channel(p.snowflake(), guild_id, "general", overwrites=overwrites)
         data = p.guild(guild_id, name, owner_id=self.human["id"], roles=[everyone], channels=[channel],
@@ -727,13 +752,15 @@ class FakeDiscord:
                     await ws.close(code=4004, message=b"Authentication failed.")
                     break
                 self.identifies.append({k: v for k, v in d.items() if k != "token"})
-                session = _GatewaySession(secrets.token_hex(16), int(d.get("intents", 0)))
+                shard = d.get("shard")
+                session = _GatewaySession(secrets.token_hex(16), int(d.get("intents", 0)),
+                                          (int(shard[0]), int(shard[1])) if shard else None)  # fmt: skip
                 session.ws = ws
                 self._sessions[session.session_id] = session
                 await session.send(OP_DISPATCH, self._ready_payload(session), "READY")
-                await session.send(OP_DISPATCH, self.guild, "GUILD_CREATE")
-                for other in self.other_guilds.values():
-                    await session.send(OP_DISPATCH, other, "GUILD_CREATE")
+                for guild in (self.guild, *self.other_guilds.values()):
+                    if session.receives(guild["id"]):
+                        await session.send(OP_DISPATCH, guild, "GUILD_CREATE")
                 await self._notify()
             elif op == OP_RESUME:
                 session = self._sessions.get(d.get("session_id", "")) if d.get("token") == self.token else None
@@ -749,10 +776,12 @@ class FakeDiscord:
         return ws
 
     def _ready_payload(self, session: _GatewaySession) -> dict[str, Any]:
+        shard = {} if session.shard is None else {"shard": list(session.shard)}
         return {
+            **shard,
             "v": 10,
             "user": {**self.bot_user, "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": g, "unavailable": True} for g in (self.guild_id, *self.other_guilds)],
+            "guilds": [{"id": g, "unavailable": True} for g in (self.guild_id, *self.other_guilds) if session.receives(g)],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
@@ -771,7 +800,7 @@ class FakeDiscord:
 
     async def _get_gateway_bot(self, request: web.Request) -> web.Response:
         limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return _json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        return _json({"url": self.gateway_url, "shards": self.recommended_shards, "session_start_limit": limit})
 
     async def _get_me(self, request: web.Request) -> web.Response:
         return _json({**self.bot_user, "verified": True, "mfa_enabled": False})
@@ -828,7 +857,7 @@ class FakeDiscord:
             p.snowflake(),
             channel_id,
             self.bot_user,
-            guild_id=self.guild_id if channel_id in self.channels else None,
+            guild_id=self.channels[channel_id].get("guild_id", self.guild_id) if channel_id in self.channels else None,
             content=body.get("content") or "",
             embeds=body.get("embeds") or [],
             flags=int(body.get("flags") or 0),

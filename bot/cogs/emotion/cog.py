@@ -34,6 +34,7 @@ to the bot by direct message gets a short private refusal.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.storage import GuildSettings, StoreError, StoreUnavailableError
+from ser_engine.distributed.client import ANALYSIS_JOB_ID
 from ser_engine.errors import ServiceBusyError, ServiceClosedError
 
 from ..common import UserFacingError, store_of, user_message_for
@@ -89,6 +91,8 @@ OPTED_OUT_DM = (
 REFUSALS: tuple[type[Exception], ...] = (CooldownError, ServiceBusyError, ServiceClosedError)
 #: Name of the event dispatched after each voice note (listen with ``on_voice_note_processed``).
 VOICE_NOTE_EVENT = "voice_note_processed"
+#: The answer to a voice note that a stopped bot process left unanswered, when its analysis is gone.
+RESTART_TRY_AGAIN = "I restarted while analysing this voice message; please send it again."
 
 
 class OptedOutAuthorError(UserFacingError):
@@ -249,8 +253,14 @@ class EmotionCog(commands.Cog, name="Emotion"):
         self.bot = bot
         self.context_menu = app_commands.ContextMenu(name=CONTEXT_MENU_NAME, callback=self.detect_emotion_menu)
         s = bot.settings  # flood control (see .limits): per-user cool-down, per-channel reply pacing
-        self.cooldown = UserCooldown(s.ser_user_max_notes, s.ser_user_cooldown_s)
+        self.cooldown: Any = UserCooldown(s.ser_user_max_notes, s.ser_user_cooldown_s)
         self.pacer = ReplyPacer(s.ser_channel_reply_burst, s.ser_channel_replies_per_s)
+        redis = getattr(bot, "shared_redis", None)
+        if redis is not None:  # several bot processes (shards): one quota per user, one bucket per channel
+            from bot.shared_limits import SharedReplyPacer, SharedUserCooldown
+
+            self.cooldown = SharedUserCooldown(redis, s.ser_user_max_notes, s.ser_user_cooldown_s)
+            self.pacer = SharedReplyPacer(redis, s.ser_channel_reply_burst, s.ser_channel_replies_per_s)
         http: Any = bot.http  # discord.py's own proxy settings apply to the CDN too
         self.downloader = Downloader(
             max_concurrent=s.ser_max_downloads, max_bytes=s.ser_max_bytes, timeout_s=s.ser_download_timeout_s,
@@ -265,6 +275,12 @@ class EmotionCog(commands.Cog, name="Emotion"):
         self.dropped_for_backlog = 0  # replies not sent: their channel's backlog was too long
         self.dropped_at_shutdown = 0  # replies not sent: the bot was stopping
         self._admitted = 0  # voice notes being downloaded or analysed (see _admit)
+        self.inflight: Any = None  # notes in flight, in the broker's Redis (bot/inflight.py)
+        self._recovered = False
+        if redis is not None:
+            from bot.inflight import InflightNotes
+
+            self.inflight = InflightNotes(redis, s.shard_id_list)
 
     async def cog_load(self) -> None:
         """Register the context menu (errors are answered by the tree, :class:`bot.tree.SERCommandTree`).
@@ -362,12 +378,53 @@ class EmotionCog(commands.Cog, name="Emotion"):
         attachments = audio_attachments(message)
         if not attachments:
             return
+        inflight = self.inflight
+        if inflight is not None:  # answered after a restart if this process stops first (bot/inflight.py)
+            await inflight.add(message.id, message.channel.id)
         try:
             outcome = await self._handle_voice_note(message, attachments[0])
         except Exception:  # never let one note take the listener down
             log.exception("voice message %s: unexpected failure", message.id)
             outcome = VoiceNoteOutcome(message.id, "refused", "error")
+        if inflight is not None and not outcome.dropped:
+            await inflight.remove(message.id)
         self.bot.dispatch(VOICE_NOTE_EVENT, outcome)
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """Once connected: answer the notes a previous process of these shards left in flight."""
+        if self.inflight is None or self._recovered:
+            return
+        self._recovered = True
+        leftovers = await self.inflight.take_leftovers()
+        await asyncio.gather(*(self._answer_leftover(mid, cid) for mid, cid in leftovers))
+
+    async def _answer_leftover(self, message_id: int, channel_id: int) -> None:
+        """The finished analysis of a note left in flight (job ``note:<id>``), or a short "try again"."""
+        from ser_engine.errors import SERError
+
+        channel: Any = self.bot.get_channel(channel_id)
+        try:
+            if channel is None:
+                channel = await self.bot.fetch_channel(channel_id)
+            target = channel.get_partial_message(message_id)
+            service: Any = self.bot.service
+            prediction = None
+            text = RESTART_TRY_AGAIN
+            try:  # the job still queued or running is waited for; a finished one is read
+                if callable(getattr(service, "result_of", None)):
+                    prediction = await service.result_of(f"note:{message_id}")
+            except SERError as exc:
+                text = exc.user_message
+            if prediction is not None:
+                await target.reply(embed=build_embed(prediction), mention_author=False)
+            else:
+                await target.reply(text, mention_author=False)
+            result = prediction
+            log.info("voice message %s: answered after a restart (%s)", message_id,
+                     "analysis" if result is not None else "try again")  # fmt: skip
+        except Exception as exc:  # one leftover must not stop the others
+            log.warning("voice message %s left by a previous run not answered: %s", message_id, exc)
 
     async def _handle_voice_note(self, message: discord.Message, attachment: discord.Attachment) -> VoiceNoteOutcome:
         settings: GuildSettings | None = None
@@ -406,7 +463,9 @@ class EmotionCog(commands.Cog, name="Emotion"):
         how = {"speaker_id": message.author.id, "learn": message.guild is not None, "ref": ref}
         try:
             self._check(attachment)
-            self.cooldown.admit(message.author.id)
+            await self._admit_user(message.author.id)
+            # Through a broker, the message id is the job id: the note is analysed once (ser_engine.distributed).
+            ANALYSIS_JOB_ID.set(f"note:{message.id}")
             self._admit()  # before the download: a note that would be refused busy is never fetched
             try:
                 if by_dm:
@@ -438,6 +497,18 @@ class EmotionCog(commands.Cog, name="Emotion"):
             if stored_id is not None:  # None: opted out meanwhile, or no database -- then no alert either
                 alerted = await self._alert(message, prediction, settings)
         return VoiceNoteOutcome(message.id, "answered", None, prediction, stored_id, alerted, dropped=not sent)
+
+    async def _admit_user(self, user_id: int) -> None:
+        """The per-user cool-down (this process's, or shared by every shard through Redis).
+
+        Raises
+        ------
+        CooldownError
+            Over the user's quota.
+        """
+        admitted = self.cooldown.admit(user_id)
+        if admitted is not None:  # SharedUserCooldown.admit is a coroutine
+            await admitted
 
     def _admit(self) -> None:
         """Count one voice note in for download and analysis, or refuse it as busy (decided before any await).
@@ -672,7 +743,7 @@ class EmotionCog(commands.Cog, name="Emotion"):
         ``ephemeral``: only the caller sees the answer.
         """
         self._check(attachment)
-        self.cooldown.admit(interaction.user.id)
+        await self._admit_user(interaction.user.id)
         await interaction.response.defer(thinking=True, ephemeral=ephemeral)
         feedback, ref = hooks
         prediction = await self._analyse(attachment, speaker_id=speaker_id, ref=ref)
