@@ -165,6 +165,10 @@ def _recipe_options() -> argparse.ArgumentParser:
         "--condition", type=_condition_list, default=[], metavar="C1,C2,...",
         help="also score held-out clips degraded this way, e.g. opus24k,noise20,phone,reverb,agc,mic,short1.5",
     )  # fmt: skip
+    recipe.add_argument(
+        "--epochs", type=_positive_int, default=None, metavar="N",
+        help="--model crnn: training epochs of the CRNN (default 30)",
+    )  # fmt: skip
     run = common.add_argument_group("run")
     run.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="parallel processes (default 1)")
     run.add_argument("--cache-dir", type=Path, metavar="DIR", help="reuse feature matrices cached in DIR")
@@ -185,14 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify audio files", description="Print the emotion of each audio file.")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg/opus, mp3, m4a, ...)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--model", type=Path, metavar="PATH", help="model bundle (.joblib; default: the shipped model)")
+    p.add_argument("--model", type=Path, metavar="PATH",
+                   help="model bundle (.joblib; default: the shipped model) or a CRNN (.onnx, from ser train --model crnn)")
 
     common = _recipe_options()
     t = sub.add_parser(
         "train", parents=[common], help="train a model bundle",
         description="Extract features, evaluate the recipe (both protocols), fit on all clips and save the bundle.",
     )  # fmt: skip
-    t.add_argument("--out", type=Path, metavar="PATH", help="bundle path (default models/ravdess-<N>class.joblib)")
+    t.add_argument(
+        "--model", choices=["mlp", "crnn"], default="mlp",
+        help="mlp (default): the recipe's MLP on clip statistics; crnn: the temporal model over log-mel frames "
+        "(needs pip install '.[deep]'; saved as .onnx + .json, run with onnxruntime)",
+    )  # fmt: skip
+    t.add_argument("--out", type=Path, metavar="PATH",
+                   help="bundle path (default models/ravdess-<N>class.joblib; crnn: models/ravdess-crnn-<N>class.onnx)")
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation (no metrics in the bundle)")
     t.add_argument("--report-dir", type=Path, metavar="DIR", help="also write the evaluation report and plots here")
     t.add_argument("--registry", type=Path, metavar="DIR", help="also register the bundle as a new version in DIR")
@@ -208,7 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="speaker (default): random 75/25 split and speaker-independent GroupKFold; loco: for each --corpus, "
         "train on the other corpora and score it; score: score --model on the corpora (trains nothing)",
     )  # fmt: skip
-    e.add_argument("--model", type=Path, metavar="PATH", help="--protocol score: the bundle (default: the shipped model)")
+    e.add_argument(
+        "--model", type=Path, metavar="PATH",
+        help="--protocol score: the bundle (default: the shipped model); speaker or loco: the model to train, mlp "
+        "(default) or crnn (needs pip install '.[deep]')",
+    )  # fmt: skip
     e.add_argument("--out-dir", type=Path, default=Path("reports"), metavar="DIR", help="report folder (default reports/)")
     e.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
@@ -227,10 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------ predict
 def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .deep.onnx_model import CRNNPredictor, is_crnn_path
     from .predict import Predictor
 
     try:
-        predictor = Predictor.load(args.model)
+        if args.model is not None and is_crnn_path(args.model):
+            predictor: Any = CRNNPredictor.load(args.model)
+        else:
+            predictor = Predictor.load(args.model)
     except SERError as exc:
         print(f"error: {exc.user_message}", file=err)
         return 1
@@ -372,8 +391,10 @@ def _evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     if args.protocol == "score":
         return _score(args, out, err)
-    if args.model is not None:
-        raise SERError("--model is for --protocol score; the other protocols train the recipe.")
+    if args.model is not None and str(args.model) == "crnn":
+        return _crnn(args, out, err, "evaluate")
+    if args.model is not None and str(args.model) != "mlp":
+        raise SERError("--model is a bundle for --protocol score; the other protocols train mlp or crnn.")
     _, labels, X, y, groups, config, recipe = _prepare(args, err)
     if args.protocol == "loco":
         return _loco(args, out, labels, X, y, groups, recipe)
@@ -446,11 +467,27 @@ def _score(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return _print_cross(args, report, out)
 
 
+def _crnn(args: argparse.Namespace, out: TextIO, err: TextIO, command: str) -> int:
+    """``ser train --model crnn`` and ``ser evaluate --model crnn`` (:mod:`ser_engine.deep.commands`)."""
+    from .deep import commands
+    from .training import label_order
+
+    recipe = _recipe(args)
+    clips = _load_clips(args)
+    labels = label_order(clips)
+    if len(labels) < 2:
+        raise SERError("The chosen corpus subset holds fewer than two emotions; nothing to tell apart.")
+    run = commands.train_command if command == "train" else commands.evaluate_command
+    return run(args, out, err, recipe, clips, labels)
+
+
 def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .bundle import save_bundle, sidecar_path
     from .evaluation import write_report
     from .training import train_model
 
+    if args.model == "crnn":
+        return _crnn(args, out, err, "train")
     clips, labels, X, y, groups, config, recipe = _prepare(args, err)
     metrics = None
     if not args.no_eval:
