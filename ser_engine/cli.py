@@ -443,6 +443,10 @@ def _score(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .training import featurize_conditions
 
     path = args.model if args.model is not None else DEFAULT_MODEL_PATH
+    if path.suffix.lower() == ".onnx":  # a CRNN (ser train --model crnn)
+        from .deep.commands import score_command
+
+        return score_command(args, out, err)
     bundle = load_bundle(path)
     clips = _load_clips(args)
     unknown = sorted({c.label for c in clips} - set(bundle.labels))
@@ -470,8 +474,11 @@ def _score(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _crnn(args: argparse.Namespace, out: TextIO, err: TextIO, command: str) -> int:
     """``ser train --model crnn`` and ``ser evaluate --model crnn`` (:mod:`ser_engine.deep.commands`)."""
     from .deep import commands
+    from .deep.train import torch_available
     from .training import label_order
 
+    if not torch_available():
+        raise SERError("Training the CRNN needs PyTorch: pip install '.[deep]' (it pins the CPU build torch==2.13.0).")
     recipe = _recipe(args)
     clips = _load_clips(args)
     labels = label_order(clips)

@@ -119,3 +119,10 @@ def test_ser_train_model_crnn_then_predict(ravdess_dir: Path, tmp_path: Path, ca
     answer = json.loads(capsys.readouterr().out.strip())
     assert answer["label"] in EMOTIONS and answer["model_version"].startswith("cli-crnn@sha256:")
     assert abs(sum(answer["probabilities"].values()) - 1.0) < 1e-6
+    capsys.readouterr()
+    assert main(["evaluate", "--protocol", "score", "--model", str(out), "--corpus", str(ravdess_dir), "--emotions",
+                 "angry,calm", "--max-clips-per-corpus", "8", "--seed", "1", "--quiet", "--out-dir",
+                 str(tmp_path / "score")]) == 0  # fmt: skip
+    report = json.loads((tmp_path / "score" / "report.json").read_text())
+    assert report["protocol"] == "score" and report["model"]["model_version"] == answer["model_version"]
+    assert [r["n_clips"] for r in report["rows"]] == [8] and report["rows"][0]["known"] is None

@@ -22,7 +22,7 @@ from ..errors import SERError
 from .frames import FRAMES_VERSION, FrameConfig, clip_frames
 from .train import CRNNConfig
 
-__all__ = ["crnn_config", "evaluate_command", "load_frames", "train_command"]
+__all__ = ["crnn_config", "evaluate_command", "load_frames", "score_command", "train_command"]
 
 
 def crnn_config(args: argparse.Namespace, recipe: Any) -> CRNNConfig:
@@ -186,4 +186,50 @@ def train_command(args: argparse.Namespace, out: TextIO, err: TextIO, recipe: An
                               metadata=metadata, progress=not args.quiet)  # fmt: skip
     side = save_crnn(model, target)
     print(f"wrote {target} ({target.stat().st_size / 1024:.0f} KiB) and {side}", file=out)
+    return 0
+
+
+def score_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``ser evaluate --protocol score --model x.onnx``: a saved CRNN on corpora it never saw.
+
+    The same table as for an MLP bundle (new speakers only: the CRNN has no speaker statistics).
+
+    Returns
+    -------
+    int
+        Exit status 0.
+
+    Raises
+    ------
+    SERError
+        If ``--condition`` is given, or no clip has an emotion the model knows.
+    """
+    from ..evaluation import CrossCorpusReport, _corpus_result, write_cross_report
+    from .onnx_model import load_crnn
+
+    if args.condition:
+        raise SERError("--condition is not implemented for a CRNN.")
+    model = load_crnn(args.model)
+    from ..cli import _load_clips
+
+    clips = [c for c in _load_clips(args) if c.label in model.labels]
+    if not clips:
+        raise SERError("None of the clips has an emotion the model knows.")
+    frames = load_frames(clips, ["clean"], model.frame_config, n_jobs=args.jobs, cache_dir=args.cache_dir,
+                         progress=not args.quiet)["clean"]  # fmt: skip
+    P = model.predict_proba(frames)
+    y = np.array([model.labels.index(c.label) for c in clips])
+    groups = np.array([c.speaker for c in clips])
+    corpora = np.array([c.corpus for c in clips])
+    unsure = float(model.metadata.get("unsure_below", 0.5))
+    rows = [_corpus_result(name, y[corpora == name], groups[corpora == name], model.labels,
+                           {"new": P[corpora == name]}, {}, unsure, n_train=0)
+            for name in dict.fromkeys(corpora.tolist())]  # fmt: skip
+    report = CrossCorpusReport(
+        protocol="score", description=f"the CRNN {args.model} on {', '.join(r.corpus for r in rows)}",
+        labels=list(model.labels), rows=rows, unsure_below=unsure, max_clips_per_corpus=args.max_clips_per_corpus,
+        model={"path": str(args.model), "model_version": model.model_version, "temperature": model.temperature},
+    )  # fmt: skip
+    path = write_cross_report(report, args.out_dir)
+    print(json.dumps(report.to_dict()) if args.json else f"{report.table()}\n\nwrote {path}", file=out)
     return 0
