@@ -394,7 +394,8 @@ def _evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.model is not None and str(args.model) == "crnn":
         return _crnn(args, out, err, "evaluate")
     if args.model is not None and str(args.model) != "mlp":
-        raise SERError("--model is a bundle for --protocol score; the other protocols train mlp or crnn.")
+        raise SERError("--model is for --protocol score (a bundle's path); speaker and loco train the recipe's MLP, "
+                       "or the temporal model with --model crnn.")
     _, labels, X, y, groups, config, recipe = _prepare(args, err)
     if args.protocol == "loco":
         return _loco(args, out, labels, X, y, groups, recipe)
