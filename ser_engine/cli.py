@@ -169,6 +169,10 @@ def _recipe_options() -> argparse.ArgumentParser:
         "--condition", type=_condition_list, default=[], metavar="C1,C2,...",
         help="also score held-out clips degraded this way, e.g. opus24k,noise20,phone,reverb,agc,mic,short1.5",
     )  # fmt: skip
+    recipe.add_argument(
+        "--epochs", type=_positive_int, default=None, metavar="N",
+        help="--model crnn: training epochs of the CRNN (default 30)",
+    )  # fmt: skip
     run = common.add_argument_group("run")
     run.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="parallel processes (default 1)")
     run.add_argument("--cache-dir", type=Path, metavar="DIR", help="reuse feature matrices cached in DIR")
@@ -191,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify audio files", description="Print the emotion of each audio file.")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg/opus, mp3, m4a, ...)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--model", type=Path, metavar="PATH", help="model bundle (.joblib; default: the shipped model)")
+    p.add_argument("--model", type=Path, metavar="PATH",
+                   help="model bundle (.joblib; default: the shipped model) or a CRNN (.onnx, from ser train --model crnn)")
     p.add_argument(
         "--timeline", action="store_true",
         help="also the emotions over time: segments of 3 s windows every 1.5 s on speech (notes of 8 s or more)",
@@ -215,7 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         "train", parents=[common], help="train a model bundle",
         description="Extract features, evaluate the recipe (both protocols), fit on all clips and save the bundle.",
     )  # fmt: skip
-    t.add_argument("--out", type=Path, metavar="PATH", help="bundle path (default models/ravdess-<N>class.joblib)")
+    t.add_argument(
+        "--model", choices=["mlp", "crnn"], default="mlp",
+        help="mlp (default): the recipe's MLP on clip statistics; crnn: the temporal model over log-mel frames "
+        "(needs pip install '.[deep]'; saved as .onnx + .json, run with onnxruntime)",
+    )  # fmt: skip
+    t.add_argument("--out", type=Path, metavar="PATH",
+                   help="bundle path (default models/ravdess-<N>class.joblib; crnn: models/ravdess-crnn-<N>class.onnx)")
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation (no metrics in the bundle)")
     t.add_argument("--report-dir", type=Path, metavar="DIR", help="also write the evaluation report and plots here")
     t.add_argument("--registry", type=Path, metavar="DIR", help="also register the bundle as a new version in DIR")
@@ -231,7 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="speaker (default): random 75/25 split and speaker-independent GroupKFold; loco: for each --corpus, "
         "train on the other corpora and score it; score: score --model on the corpora (trains nothing)",
     )  # fmt: skip
-    e.add_argument("--model", type=Path, metavar="PATH", help="--protocol score: the bundle (default: the shipped model)")
+    e.add_argument(
+        "--model", type=Path, metavar="PATH",
+        help="--protocol score: the bundle (default: the shipped model); speaker or loco: the model to train, mlp "
+        "(default) or crnn (needs pip install '.[deep]')",
+    )  # fmt: skip
     e.add_argument("--out-dir", type=Path, default=Path("reports"), metavar="DIR", help="report folder (default reports/)")
     e.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
@@ -285,10 +300,14 @@ def _worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 # ------------------------------------------------------------------ predict
 def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .deep.onnx_model import CRNNPredictor, is_crnn_path
     from .predict import Predictor
 
     try:
-        predictor = Predictor.load(args.model)
+        if args.model is not None and is_crnn_path(args.model):
+            predictor: Any = CRNNPredictor.load(args.model)
+        else:
+            predictor = Predictor.load(args.model)
     except SERError as exc:
         print(f"error: {exc.user_message}", file=err)
         return 1
@@ -525,8 +544,11 @@ def _evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     if args.protocol == "score":
         return _score(args, out, err)
-    if args.model is not None:
-        raise SERError("--model is for --protocol score; the other protocols train the recipe.")
+    if args.model is not None and str(args.model) == "crnn":
+        return _crnn(args, out, err, "evaluate")
+    if args.model is not None and str(args.model) != "mlp":
+        raise SERError("--model is for --protocol score (a bundle's path); speaker and loco train the recipe's MLP, "
+                       "or the temporal model with --model crnn.")
     if args.protocol != "loco" and _corpus_recipe(_recipe(args)):
         raise SERError("This recipe weighs or calibrates by corpus: score it with --protocol loco "
                        "(RAVDESS actor folds: python -m benchmarks.multicorpus ravdess).")  # fmt: skip
@@ -578,6 +600,10 @@ def _score(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .training import featurize_conditions
 
     path = args.model if args.model is not None else DEFAULT_MODEL_PATH
+    if path.suffix.lower() == ".onnx":  # a CRNN (ser train --model crnn)
+        from .deep.commands import score_command
+
+        return score_command(args, out, err)
     bundle = load_bundle(path)
     clips = _load_clips(args)
     unknown = sorted({c.label for c in clips} - set(bundle.labels))
@@ -602,11 +628,30 @@ def _score(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return _print_cross(args, report, out)
 
 
+def _crnn(args: argparse.Namespace, out: TextIO, err: TextIO, command: str) -> int:
+    """``ser train --model crnn`` and ``ser evaluate --model crnn`` (:mod:`ser_engine.deep.commands`)."""
+    from .deep import commands
+    from .deep.train import torch_available
+    from .training import label_order
+
+    if not torch_available():
+        raise SERError("Training the CRNN needs PyTorch: pip install '.[deep]' (it pins the CPU build torch==2.13.0).")
+    recipe = _recipe(args)
+    clips = _load_clips(args)
+    labels = label_order(clips)
+    if len(labels) < 2:
+        raise SERError("The chosen corpus subset holds fewer than two emotions; nothing to tell apart.")
+    run = commands.train_command if command == "train" else commands.evaluate_command
+    return run(args, out, err, recipe, clips, labels)
+
+
 def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .bundle import save_bundle, sidecar_path
     from .evaluation import write_report
     from .training import train_model
 
+    if args.model == "crnn":
+        return _crnn(args, out, err, "train")
     if _corpus_recipe(_recipe(args)):
         if not args.no_eval:
             raise SERError("This recipe weighs or calibrates by corpus: train it with --no-eval and score it with "
