@@ -40,7 +40,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -228,10 +227,10 @@ def ravdess_folds(data: Data, corpora: Sequence[str], recipe: Any, folds: int) -
 
 def train(data: Data, out: Path, row: str = SHIPPED_ROW) -> dict[str, Any]:
     """Fit :func:`shipped_recipe` on the shareable corpora and save the bundle; returns its metadata."""
-    from ser_engine.bundle import library_versions, save_bundle
-    from ser_engine.corpora import licence_table, shareable_clips
+    from ser_engine.bundle import save_bundle
+    from ser_engine.corpora import shareable_clips
     from ser_engine.recipe import RecipeModel
-    from ser_engine.training import data_fingerprint
+    from ser_engine.training import corpus_provenance
 
     corpora, recipe = shipped_recipe(row)
     t = data.training_set(corpora, recipe)
@@ -240,19 +239,8 @@ def train(data: Data, out: Path, row: str = SHIPPED_ROW) -> dict[str, Any]:
         raise SystemExit("refusing to ship: a training corpus' licence does not allow sharing the model")
     model = RecipeModel(recipe).fit(t["X"], t["y"], t["groups"], augment=t["augment"], corpora=t["corpora"],
                                     n_jobs=data.jobs)  # fmt: skip
-    metadata = {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": library_versions(),
-        "data_fingerprint": data_fingerprint(clips),
-        "fingerprint_method": "sha256 over sorted lines 'relative path, label, size, sha256(content)'",
-        "n_clips": len(clips),
-        "n_speakers": len({c.speaker for c in clips}),
-        "class_counts": {label: int(np.sum(t["y"] == i)) for i, label in enumerate(t["labels"])},
-        "corpora": sorted({c.corpus for c in clips}),
-        "licences": licence_table(clips),
-        "licence": "CC BY-NC-SA 4.0 (non-commercial, share-alike): inherited from every training corpus",
-        "trained_by": f"python -m benchmarks.multicorpus train --row {row}",
-    }
+    metadata = {**corpus_provenance(clips, t["labels"], t["y"]),
+                "trained_by": f"python -m benchmarks.multicorpus train --row {row}"}
     bundle = model.to_bundle(t["labels"], metadata)
     save_bundle(bundle, out)
     return bundle.metadata

@@ -723,14 +723,9 @@ def _register(args: argparse.Namespace, target: Path, out: TextIO) -> None:
 
 def _train_by_corpus(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``ser train`` of a recipe that needs each clip's corpus: :class:`~ser_engine.recipe.RecipeModel` on all clips."""
-    from datetime import UTC, datetime
-
-    import numpy as np
-
-    from .bundle import library_versions, save_bundle, sidecar_path
-    from .corpora import licence_table, shareable_clips
+    from .bundle import save_bundle, sidecar_path
     from .recipe import RecipeModel
-    from .training import data_fingerprint
+    from .training import corpus_provenance
 
     clips, labels, X, y, groups, _, recipe = _prepare(args, err)
     corpora = [c.corpus for c in clips]
@@ -739,20 +734,8 @@ def _train_by_corpus(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                                         n_jobs=args.jobs)  # fmt: skip
     except ValueError as exc:
         raise SERError(f"This recipe cannot train on these corpora: {exc}") from None
-    shareable = len(shareable_clips(clips)) == len(clips)
-    metadata = {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": library_versions(),
-        "data_fingerprint": data_fingerprint(clips),
-        "fingerprint_method": "sha256 over sorted lines 'relative path, label, size, sha256(content)'",
-        "n_clips": len(clips),
-        "n_speakers": len({c.speaker for c in clips}),
-        "class_counts": {label: int(np.sum(y == i)) for i, label in enumerate(labels)},
-        "corpora": sorted({c.corpus for c in clips}),
-        "licences": licence_table(clips),
-        "licence": ("CC BY-NC-SA 4.0 (non-commercial, share-alike): inherited from every training corpus"
-                    if shareable else "for local use only: a training corpus' licence does not allow sharing it"),
-    }  # fmt: skip
+    metadata = corpus_provenance(clips, labels, y)
+    shareable = metadata["licence"].startswith("CC BY")
     bundle = model.to_bundle(labels, metadata)
     target = args.out or Path("models") / f"ser-{len(labels)}class.joblib"
     save_bundle(bundle, target)

@@ -232,6 +232,45 @@ def encode_labels(clips: Sequence[Clip], labels: Sequence[str]) -> np.ndarray:
         raise ValueError(f"label {err.args[0]!r} is not one of {list(labels)}") from None
 
 
+def corpus_provenance(clips: Sequence[Clip], labels: Sequence[str], y: np.ndarray) -> dict[str, Any]:
+    """Bundle metadata naming what a model trained on several corpora saw, and under which licences.
+
+    Parameters
+    ----------
+    clips : sequence of Clip
+        The training clips.
+    labels : sequence of str
+        Class names, index = class.
+    y : np.ndarray, shape (n_clips,), int
+        Class of each clip.
+
+    Returns
+    -------
+    dict
+        ``created_at``, ``versions``, ``data_fingerprint`` (:func:`data_fingerprint`), ``n_clips``,
+        ``n_speakers``, ``class_counts``, ``corpora``, ``licences``
+        (:func:`ser_engine.corpora.licence_table`) and ``licence``: CC BY-NC-SA 4.0 when every corpus may
+        train a shared model (:func:`ser_engine.corpora.shareable_clips`), else local use only.
+    """
+    from .bundle import library_versions
+    from .corpora import licence_table, shareable_clips
+
+    shareable = len(shareable_clips(clips)) == len(clips)
+    return {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+        "data_fingerprint": data_fingerprint(clips),
+        "fingerprint_method": "sha256 over sorted lines 'relative path, label, size, sha256(content)'",
+        "n_clips": len(clips),
+        "n_speakers": len({c.speaker for c in clips}),
+        "class_counts": {label: int(np.sum(np.asarray(y) == i)) for i, label in enumerate(labels)},
+        "corpora": sorted({c.corpus for c in clips}),
+        "licences": licence_table(clips),
+        "licence": ("CC BY-NC-SA 4.0 (non-commercial, share-alike): inherited from every training corpus"
+                    if shareable else "for local use only: a training corpus' licence does not allow sharing it"),
+    }  # fmt: skip
+
+
 def data_fingerprint(clips: Sequence[Clip]) -> str:
     """SHA-256 identifying a training set by its files' names, sizes and contents.
 
