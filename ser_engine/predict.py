@@ -248,6 +248,37 @@ class Predictor:
         """Clips of a speaker needed before their own statistics are used (None: no speaker normalisation)."""
         return None if self.bundle.normalizer is None else self.bundle.normalizer.min_clips
 
+    def predict_timeline(self, source: AudioSource, *, speaker_stats: RunningStatsLike | None = None) -> Prediction:
+        """The overall prediction of ``source`` carrying its emotions over time as ``timeline``.
+
+        :func:`ser_engine.timeline.predict_timeline` with this predictor: one
+        decode and one frame-level pass serve the overall answer and the 3 s
+        windows (notes shorter than 8 s: one segment).
+
+        Parameters
+        ----------
+        source : AudioSource
+            Path, bytes or file object in any format :func:`~ser_engine.audio.load_audio` decodes.
+        speaker_stats : RunningStatsLike, optional
+            The speaker's statistics, as for :meth:`predict`.
+
+        Returns
+        -------
+        Prediction
+            With ``timeline`` a :class:`ser_engine.timeline.Timeline`.
+
+        Raises
+        ------
+        SERError
+            As :meth:`predict` (decoding, limits, :class:`~ser_engine.errors.NoSpeechError`).
+        """
+        import dataclasses
+
+        from .timeline import predict_timeline
+
+        result = predict_timeline(self, source, speaker_stats=speaker_stats)
+        return dataclasses.replace(result.overall, timeline=result)
+
     def predict(self, source: AudioSource, *, speaker_stats: RunningStatsLike | None = None) -> Prediction:
         """Classify an encoded clip.
 

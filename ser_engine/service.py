@@ -223,12 +223,7 @@ def _predict(predictor: Any, source: bytes | str | Path, speaker_stats: Any, tim
         if n_features is not None and np.size(speaker_stats.mean) != n_features:
             speaker_stats = None
     if timeline:
-        import dataclasses
-
-        from .timeline import predict_timeline
-
-        result = predict_timeline(predictor, source, speaker_stats=speaker_stats)
-        return dataclasses.replace(result.overall, timeline=result)
+        return predictor.predict_timeline(source, speaker_stats=speaker_stats)  # type: ignore[no-any-return]
     if speaker_stats is None:
         return predictor.predict(source)  # type: ignore[no-any-return]
     return predictor.predict(source, speaker_stats=speaker_stats)  # type: ignore[no-any-return]

@@ -245,6 +245,7 @@ async def test_an_unexpected_error_apologises_to_that_user_only(
     env: Any, notes: list[bytes], expected: list[Any], monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     import ser_engine.predict as predict_module
+    import ser_engine.timeline as timeline_module
 
     fake, bot, channels, members = env
     poison = notes[2]
@@ -259,6 +260,7 @@ async def test_an_unexpected_error_apologises_to_that_user_only(
             return real_load(source, *args, **kwargs)
 
         monkeypatch.setattr(predict_module, "load_audio", load_audio)
+        monkeypatch.setattr(timeline_module, "load_audio", load_audio)  # the bot's path (timelines on)
         restore = None
     else:  # the worker thread itself dies with an unexpected error
 
@@ -270,6 +272,11 @@ async def test_an_unexpected_error_apologises_to_that_user_only(
                 if source == poison:
                     raise RuntimeError("worker crashed (injected)")
                 return self.inner.predict(source, *args, **kwargs)
+
+            def predict_timeline(self, source: Any, *args: Any, **kwargs: Any) -> Any:  # the bot's path
+                if source == poison:
+                    raise RuntimeError("worker crashed (injected)")
+                return self.inner.predict_timeline(source, *args, **kwargs)
 
             def __getattr__(self, name: str) -> Any:
                 return getattr(self.inner, name)
