@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests._consent import allow_analysis_in
 from tests.conftest import _require
 from tests.fake_discord import FakeDiscord
 
@@ -286,6 +287,7 @@ async def test_two_shards_three_workers_300_notes_one_worker_killed(
                               _child_env()) for i in range(3)]  # fmt: skip
             procs += workers
             for shard in (0, 1):
+                await allow_analysis_in(tmp_path / f"bot{shard}", *(g["id"] for g in guilds))  # consent first
                 env = _child_env(**common, SHARD_IDS=str(shard), DATA_DIR=str(tmp_path / f"bot{shard}"))
                 procs.append(_spawn(["-m", "bot"], tmp_path / f"bot{shard}.log", env))
 
@@ -403,6 +405,7 @@ async def test_notes_in_flight_when_the_bot_is_killed_are_answered_after_its_res
             SER_BROKER_QUEUE=queue, SER_MODEL_PATH=str(model_path), SYNC_COMMANDS="false", LOG_LEVEL="INFO",
             SER_REGISTRY_DIR=str(tmp_path / "registry"), DATA_DIR=str(tmp_path / "bot"),
         )  # fmt: skip
+        await allow_analysis_in(tmp_path / "bot", fake.guild_id)  # consent first
         worker = _spawn([*_worker_args(redis_server.url), "--queue", queue], tmp_path / "worker.log", _child_env())
         first = _spawn(["-m", "bot"], tmp_path / "bot1.log", env)
         second = None
